@@ -1,0 +1,165 @@
+"""Rules, dedup decisions and the Parquet manifest of one training stage.
+
+`evaluate()` joins pool and profiles and gives every row its fate (`keep`, `reason`): the
+first failing rule, then pHash near-duplicates among the survivors (one keeper per group by
+the stage's quality key, never by input order). `export()` writes the kept rows with their
+resolution bucket and sequence length to the lake table `manifests/<stage>` (and optionally a
+directory), with `_manifest.json` beside it: counts per rule, the stage spec and the producers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation import schemas
+from curation.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
+from curation.configtools import to_dict
+from curation.lake import Lake
+from curation.neardup import NearDupConfig, mark_near_duplicates
+from curation.rules import RulesConfig, apply_rules
+from curation.summary import StepSummary
+
+POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags"]
+NEAR_DUPLICATE = "phash_near_duplicate"
+NOT_PROFILED = "profile: not profiled yet (run `curate profile`)"
+
+
+@dataclass
+class StageConfig:
+    """One training stage's selection: rules, pHash near-dup policy and resolution buckets."""
+
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    neardup: NearDupConfig = field(default_factory=NearDupConfig)
+    buckets: BucketConfig = field(default_factory=BucketConfig)
+
+
+@dataclass
+class Evaluation:
+    """Every pool row with its profile columns, `keep`, `reason` and near-dup `dup_group`."""
+
+    table: pa.Table
+    removed_per_rule: dict[str, int]
+    exact_duplicates_collapsed: int
+    producers: dict[str, dict]
+
+
+def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
+    if not lake.exists("pool"):
+        raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
+    pool = lake.read("pool", columns=POOL_COLUMNS)
+    producers = {"pool": _producer(lake, "pool")}
+    if lake.exists("profiles"):
+        profiles = lake.read("profiles")
+        producers["profiles"] = _producer(lake, "profiles")
+        table = _left_join(pool, profiles, "id")
+        missing = pc.is_null(table["profile_producer"])
+        table = table.set_column(table.schema.get_field_index("error"), "error",
+                                 pc.if_else(missing, NOT_PROFILED, table["error"]))
+    else:
+        table = pool.append_column("error", pa.array([NOT_PROFILED] * pool.num_rows, pa.string()))
+    table = table.sort_by("id")  # decisions never depend on file or join order
+
+    result = apply_rules(table, stage.rules)
+    keep = np.asarray(result.keep, dtype=bool)
+    reason = result.reason.to_pylist()
+    removed = {k: v for k, v in result.removed_per_rule.items() if v}
+    dup_group = table["id"].to_pylist()
+    if stage.neardup.enabled and "phash" in table.column_names and keep.any():
+        idx = np.flatnonzero(keep)
+        marks = mark_near_duplicates(table.take(pa.array(idx)), stage.neardup)
+        for i, group in zip(idx, marks["phash_group"].to_pylist()):
+            dup_group[i] = group
+        dropped = idx[~marks["phash_keep"].to_numpy(zero_copy_only=False)]
+        keep[dropped] = False
+        for i in dropped:
+            reason[i] = NEAR_DUPLICATE
+        if len(dropped):
+            removed[NEAR_DUPLICATE] = int(len(dropped))
+    uris = pc.list_value_length(table["uris"]).fill_null(1)
+    collapsed = int(pc.sum(uris).as_py() or 0) - table.num_rows
+    table = table.append_column("keep", pa.array(keep)).append_column("reason", pa.array(reason, pa.string()))
+    table = table.append_column("dup_group", pa.array(dup_group, pa.string()))
+    return Evaluation(table, removed, collapsed, producers)
+
+
+def _left_join(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
+    """left ⟕ right on a unique key. Arrow's join refuses map/list payload columns, so join
+    row numbers and gather the payloads with take()."""
+    lrow = pa.table({key: left[key], "_l": pa.array(range(left.num_rows), pa.int64())})
+    rrow = pa.table({key: right[key], "_r": pa.array(range(right.num_rows), pa.int64())})
+    pairs = lrow.join(rrow, key, join_type="left outer", use_threads=False).sort_by("_l")
+    out = left.take(pairs["_l"])
+    taken = right.drop_columns([key]).take(pairs["_r"])
+    for name in taken.column_names:
+        out = out.append_column(taken.schema.field(name), taken[name])
+    return out
+
+
+def _producer(lake: Lake, table: str) -> dict:
+    rec = lake.commit_record(table)
+    return {"version": rec.version, "rows": rec.rows, **rec.producer}
+
+
+def build_manifest(ev: Evaluation, stage: StageConfig) -> pa.Table:
+    """Kept rows with bucket (height, width) and seq_len, in the manifest schema."""
+    kept = ev.table.filter(ev.table["keep"])
+    buckets = make_buckets(stage.buckets)
+    h = kept["height"].to_numpy(zero_copy_only=False) if kept.num_rows else np.zeros(0)
+    w = kept["width"].to_numpy(zero_copy_only=False) if kept.num_rows else np.zeros(0)
+    bh, bw = assign_buckets(np.asarray(h, dtype=np.int64), np.asarray(w, dtype=np.int64), buckets)
+    kept = kept.append_column("bucket_height", pa.array(np.asarray(bh, dtype=np.int32)))
+    kept = kept.append_column("bucket_width", pa.array(np.asarray(bw, dtype=np.int32)))
+    kept = kept.append_column("seq_len", pa.array(np.asarray(seq_len(bh, bw, stage.buckets), dtype=np.int32)))
+    profile_fields = [f for f in ev.table.schema if f.name not in ("keep", "reason", "dup_group", "uris")]
+    return schemas.conform(kept, schemas.manifest_schema(profile_fields))
+
+
+def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = None) -> StepSummary:
+    t0 = time.perf_counter()
+    ev = evaluate(lake, stage)
+    manifest = build_manifest(ev, stage)
+    table = f"manifests/{stage_name}"
+    info = {
+        "stage": stage_name,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "input_count": ev.table.num_rows,
+        "removed_per_rule": ev.removed_per_rule,
+        "output_count": manifest.num_rows,
+        "exact_duplicates_collapsed": ev.exact_duplicates_collapsed,
+        "buckets": _bucket_histogram(manifest),
+        "spec": to_dict(stage),
+        "producers": ev.producers,
+    }
+    version = lake.next_version(table)
+    path = lake.staging_dir(table, version) + "/manifest.parquet"
+    pq.write_table(manifest, path, filesystem=lake.fs, compression="zstd")
+    lake.write_text(table, version, "_manifest.json", json.dumps(info, indent=1, default=str))
+    lake.commit(table, version, [path], mode="overwrite", schema=manifest.schema,
+                producer={"step": "export", "stage": stage_name}, stats={"removed_per_rule": ev.removed_per_rule})
+    location = f"{lake.uri.rstrip('/')}/{table}/data/v{version:08d}/manifest.parquet"
+    if out:
+        os.makedirs(out, exist_ok=True)
+        pq.write_table(manifest, os.path.join(out, "manifest.parquet"), compression="zstd")
+        with open(os.path.join(out, "_manifest.json"), "w") as f:
+            json.dump(info, f, indent=1, default=str)
+        location = os.path.join(out, "manifest.parquet")
+    return StepSummary("export", ev.table.num_rows, manifest.num_rows, time.perf_counter() - t0,
+                       notes={"stage": stage_name, "removed_per_rule": ev.removed_per_rule,
+                              "exact_duplicates_collapsed": ev.exact_duplicates_collapsed, "manifest": location})
+
+
+def _bucket_histogram(manifest: pa.Table) -> dict[str, int]:
+    if manifest.num_rows == 0:
+        return {}
+    counts = manifest.group_by(["bucket_height", "bucket_width"]).aggregate([("id", "count")])
+    rows = sorted(counts.to_pylist(), key=lambda r: -r["id_count"])
+    return {f"{r['bucket_height']}x{r['bucket_width']}": r["id_count"] for r in rows}

@@ -1,0 +1,44 @@
+"""Run a job spec's chain of steps against its lake, printing each step's summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable
+
+from curation.export import export
+from curation.ingest.pool import ingest
+from curation.lake import Lake
+from curation.profile import profile
+from curation.runtime import init_ray
+from curation.spec import JobSpec, StepSpec
+from curation.summary import StepSummary
+
+log = logging.getLogger(__name__)
+
+
+def run_step(lake: Lake, spec: JobSpec, step: StepSpec) -> StepSummary:
+    if step.step == "ingest":
+        cfg = dataclasses.replace(spec.ingest, source=step.source or spec.ingest.source,
+                                  name=step.name or spec.ingest.name,
+                                  uri_column=step.uri_column or spec.ingest.uri_column)
+        return ingest(lake, cfg)
+    if step.step == "profile":
+        return profile(lake, spec.profile)
+    if step.step == "export":
+        return export(lake, step.stage, spec.stage(step.stage), out=step.out)
+    raise ValueError(f"unknown step {step.step!r}")
+
+
+def run_job(spec: JobSpec, printer: Callable[[str], None] = print) -> list[StepSummary]:
+    """Start/connect Ray per `spec.runtime`, run every step in order, return the summaries."""
+    spec.validate()
+    session = init_ray(spec.runtime)
+    printer(f"ray: {session['nodes']} node(s), {session['cpus']} CPU(s), {session['gpus']} GPU(s); lake: {spec.lake}")
+    lake = Lake(spec.lake)
+    summaries = []
+    for step in spec.steps:
+        summary = run_step(lake, spec, step)
+        printer(summary.render())
+        summaries.append(summary)
+    return summaries

@@ -1,0 +1,140 @@
+"""The profiling step: every pool row -> exactly one `profiles` row.
+
+`ProfileRunner` is the fused stage: per item it reads the bytes once, parses the header once,
+decodes once at the plan's size (`operators.decode`), and runs every operator on that one
+decode. It works on a plain pyarrow Table (notebooks, tests, benchmarks) and is the body of the
+Ray `map_batches` tasks in `profile()`. Failures are data: a read or decode failure is the row's
+`error` and header-only operators still fill their columns; an operator that raises records
+`<operator>: <message>` and leaves only its own columns null.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import io, schemas
+from curation.lake import Lake
+from curation.summary import StepSummary, error_kinds
+from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_pixels, open_header, plan_for
+from operators.registry import DEFAULT_PROFILE_OPERATORS, get_operator
+
+PROFILES = "profiles"
+POOL_COLUMNS = ["id", "uri", "byte_offset", "byte_size", "error"]
+
+
+@dataclass
+class ProfileConfig:
+    """profile step options.
+
+    operators: operator names (see operators.registry), all run on one decode per image.
+    max_pixels: images whose header claims more pixels are not decoded (error row), pixels.
+    batch_size: images per Ray task batch.
+    """
+
+    operators: list[str] = field(default_factory=lambda: list(DEFAULT_PROFILE_OPERATORS))
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = 32
+
+
+class ProfileRunner:
+    """All operators of a stage over one read and one decode per item."""
+
+    def __init__(self, operator_names: list[str], max_pixels: int = DEFAULT_MAX_PIXELS):
+        if max_pixels <= 0:
+            raise ValueError("max_pixels must be positive")
+        self.operators = [get_operator(n)() for n in operator_names]
+        self.schema = schemas.profile_schema(type(op) for op in self.operators)
+        self.plan = plan_for(op.need for op in self.operators)
+        self.max_pixels = max_pixels
+        self.producer = ",".join(type(op).identity() for op in self.operators)
+        self._pixel_ops = [op for op in self.operators if op.need.kind != "header"]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        for row in batch.select([c for c in POOL_COLUMNS if c in batch.column_names]).to_pylist():
+            out = self.profile_one(row)
+            for name in cols:
+                cols[name].append(out.get(name))
+        return pa.table(cols, schema=self.schema)
+
+    def profile_one(self, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": row["id"], "profile_producer": self.producer}
+        errors: list[str] = []
+        if row.get("error"):
+            out["error"] = row["error"]  # the ingest error (e.g. missing file) carries over
+            return out
+        try:
+            data = io.read_bytes(row["uri"], row.get("byte_offset"), row.get("byte_size"))
+        except OSError as exc:
+            out["error"] = f"read: {type(exc).__name__}: {exc}"
+            return out
+        try:
+            item = open_header(data)
+        except DecodeError as exc:
+            out["error"] = f"decode: {exc}"
+            return out
+        runnable = self.operators
+        if self._pixel_ops:
+            try:
+                decode_pixels(item, self.plan, self.max_pixels)
+            except DecodeError as exc:
+                errors.append(f"decode: {exc}")
+                runnable = [op for op in self.operators if op.need.kind == "header"]
+        for op in runnable:
+            try:
+                out.update(op.compute(item))
+            except Exception as exc:  # one operator's failure must not lose the row
+                errors.append(f"{op.name}: {type(exc).__name__}: {exc}")
+        out["error"] = "; ".join(errors) or None
+        return out
+
+
+def _profile_batch(batch: pa.Table, operator_names: list[str], max_pixels: int) -> pa.Table:
+    return ProfileRunner(operator_names, max_pixels)(batch)
+
+
+def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
+    """Profile every pool row not yet profiled by this operator set; append to `profiles`.
+
+    A different operator set (names or versions) re-profiles the whole pool into a new
+    overwrite version, so a table never mixes producers.
+    """
+    import ray.data
+
+    from curation.runtime import cluster_cpus
+
+    t0 = time.perf_counter()
+    runner = ProfileRunner(cfg.operators, cfg.max_pixels)
+    pool = lake.read("pool", columns=POOL_COLUMNS)
+    mode = "append"
+    todo = pool
+    if lake.exists(PROFILES):
+        done = lake.read(PROFILES, columns=["id", "profile_producer"])
+        same = done.filter(pc.equal(done["profile_producer"], runner.producer))
+        if same.num_rows == done.num_rows:
+            todo = pool.filter(pc.invert(pc.is_in(pool["id"], value_set=same["id"])))
+        else:
+            mode = "overwrite"
+    if todo.num_rows == 0:
+        return StepSummary("profile", 0, 0, time.perf_counter() - t0, notes={"up_to_date": True})
+    # Blocks sized so both CPUs stay busy on small pools and batches stay bounded on big ones.
+    per_block = max(1, min(cfg.batch_size * 8, -(-todo.num_rows // (4 * cluster_cpus()))))
+    blocks = [todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        _profile_batch, fn_kwargs={"operator_names": cfg.operators, "max_pixels": cfg.max_pixels},
+        batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=1)
+    commit = lake.write_ray(PROFILES, ds, mode=mode, schema=runner.schema,
+                            producer={"step": "profile", "operators": runner.producer,
+                                      "plan": runner.plan.__dict__, "max_pixels": cfg.max_pixels})
+    written = lake.read(PROFILES, columns=["id", "error"], version=commit.version)
+    written = written.filter(pc.is_in(written["id"], value_set=todo["id"]))
+    seconds = time.perf_counter() - t0
+    return StepSummary("profile", todo.num_rows, commit.added_rows, seconds, errors=error_kinds(written["error"]),
+                       notes={"version": commit.version, "mode": mode,
+                              "decode_plan": f"{runner.plan.kind}, long side >= {runner.plan.min_long_side}px, "
+                                             f"DCT reduction <= {runner.plan.max_reduction}"})

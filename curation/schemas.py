@@ -1,0 +1,80 @@
+"""Arrow schemas of every lake table: the single source of truth.
+
+Feature columns are declared by the operators that write them (`operators.*.writes`); this
+module composes them with the key and provenance columns into the table schemas. Field
+metadata `doc` carries each column's meaning, unit and scale.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pyarrow as pa
+
+from operators.base import Operator, field
+
+ID = field("id", pa.string(), "sha256 of the image bytes, lowercase hex (64 chars); for an item whose bytes could not be read, sha256 of b'unreadable:' + uri")
+URI = field("uri", pa.string(), "where the bytes are: a path or pyarrow.fs URI; for a WebDataset member, '<shard uri>#<member name>'")
+BYTE_OFFSET = field("byte_offset", pa.int64(), "offset of the bytes inside `uri`'s container file (WebDataset tar member), bytes; null for whole files")
+BYTE_SIZE = field("byte_size", pa.int64(), "length of the bytes at byte_offset, bytes; null for whole files")
+CAPTION = field("caption", pa.string(), "primary caption, UTF-8 (invalid bytes replaced with U+FFFD)")
+CAPTION_FIELDS = field("caption_fields", pa.map_(pa.string(), pa.string()), "every caption field of the source by name (caption, caption_zh, ...)")
+TAGS = field("tags", pa.list_(pa.string()), "tags from the source (sidecar JSON or a tags column)")
+ERROR = field("error", pa.string(), "null if fine; else '<step or operator>: <message>' per failure, joined with '; '")
+
+POOL_SCHEMA = pa.schema([
+    ID, URI, BYTE_OFFSET, BYTE_SIZE,
+    field("uris", pa.list_(pa.string()), "every uri whose bytes hash to this id, first seen first"),
+    field("sources", pa.list_(pa.string()), "every ingest source name that supplied this id"),
+    CAPTION, CAPTION_FIELDS, TAGS,
+    field("caption_issue", pa.string(), "null, or why the caption is suspect: empty, invalid_utf8, truncated, missing"),
+    field("extra_json", pa.string(), "extra source columns kept as a JSON object"),
+    field("bytes_len", pa.int64(), "image file size, bytes"),
+    field("ingest_batch", pa.string(), "the ingest run that first added this id"),
+    ERROR,
+])
+
+PROFILE_KEY_FIELDS = (ID, ERROR, field("profile_producer", pa.string(), "operator identities (name@version) that produced the row, comma-separated"))
+
+BUCKET_FIELDS = (
+    field("bucket_height", pa.int32(), "training resolution bucket height, px"),
+    field("bucket_width", pa.int32(), "training resolution bucket width, px"),
+    field("seq_len", pa.int32(), "image tokens at the bucket size: (H/(vae·patch))·(W/(vae·patch))"),
+)
+MANIFEST_KEY_FIELDS = (ID, URI, BYTE_OFFSET, BYTE_SIZE, CAPTION, CAPTION_FIELDS, TAGS)
+
+
+def profile_schema(operators: Iterable[type[Operator]]) -> pa.Schema:
+    """Schema of the `profiles` table for a set of operators (keys, then each operator's columns)."""
+    fields = list(PROFILE_KEY_FIELDS)
+    seen = {f.name for f in fields}
+    for op in operators:
+        for f in op.writes:
+            if f.name in seen:
+                raise ValueError(f"column {f.name!r} written by {op.name} is already declared")
+            seen.add(f.name)
+            fields.append(f)
+    return pa.schema(fields)
+
+
+def manifest_schema(feature_fields: Iterable[pa.Field]) -> pa.Schema:
+    """Schema of `manifests/<stage>`: keys, caption, bucket and sequence length, then features."""
+    fields = list(MANIFEST_KEY_FIELDS) + list(BUCKET_FIELDS)
+    seen = {f.name for f in fields}
+    fields += [f for f in feature_fields if f.name not in seen and f.name not in ("error", "profile_producer")]
+    return pa.schema(fields)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast `table`'s columns to `schema`, adding missing columns as nulls."""
+    arrays = []
+    for f in schema:
+        if f.name in table.column_names:
+            arrays.append(table.column(f.name).cast(f.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)

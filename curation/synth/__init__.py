@@ -1,0 +1,26 @@
+"""Deterministic synthetic data: photo-like images, planted defects, a demo corpus, bad inputs,
+source tables and WebDataset shards. numpy + Pillow + pyarrow only.
+
+- `images`: `photo_like`, the defects in `DEFECTS`, the copies in `NEAR_DUPLICATE_MAKERS`;
+- `oddities`: unusual-but-valid formats, undecodable files, odd caption sidecars;
+- `corpus`: `write_jpegs` (benchmarks) and `make_demo_corpus` (demo and tests);
+- `sources`: `write_source_table` and `write_webdataset`.
+"""
+
+from curation.synth.captions import Caption, make_caption
+from curation.synth.corpus import CorpusInfo, make_demo_corpus, write_jpegs
+from curation.synth.images import (
+    DEFECTS, NEAR_DUPLICATE_MAKERS, QUALITY_KEY, blocky, blur, color_cast, encode, extreme_aspect,
+    flat, frame, low_res, noise, phash_distance, photo_like, recompressed_copy, resized_copy,
+    save_image, slight_crop,
+)
+from curation.synth.oddities import BAD_WRITERS, CAPTION_WRITERS, SPECIAL_WRITERS, write_bad_inputs
+from curation.synth.sources import write_source_table, write_webdataset
+
+__all__ = [
+    "BAD_WRITERS", "CAPTION_WRITERS", "Caption", "CorpusInfo", "DEFECTS", "NEAR_DUPLICATE_MAKERS",
+    "QUALITY_KEY", "SPECIAL_WRITERS", "blocky", "blur", "color_cast", "encode", "extreme_aspect",
+    "flat", "frame", "low_res", "make_caption", "make_demo_corpus", "noise", "phash_distance",
+    "photo_like", "recompressed_copy", "resized_copy", "save_image", "slight_crop",
+    "write_bad_inputs", "write_jpegs", "write_source_table", "write_webdataset",
+]

@@ -1,0 +1,1 @@
+"""Job specs (YAML) shipped with the package; run one with `curate run jobs/<name>.yaml`."""

@@ -1,0 +1,46 @@
+"""Shared fixtures: one Ray session per test run, small generated corpora."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("CURATE_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray for the whole run (start/stop costs seconds)."""
+    import ray
+
+    from curation.runtime import RuntimeConfig, init_ray
+
+    init_ray(RuntimeConfig(num_cpus=2, object_store_memory=300 * 1024 * 1024))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """The demo corpus (generated once per run, read-only for tests)."""
+    from curation.synth import make_demo_corpus
+
+    return make_demo_corpus(tmp_path_factory.mktemp("demo") / "corpus", n_images=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_lake(ray_session, demo_corpus, tmp_path_factory):
+    """A lake after `ingest -> profile -> export lowres` of the demo corpus, via the packaged
+    demo spec (shared by the export, CLI and notebook tests; treat as read-only)."""
+    from curation.pipeline import run_job
+    from curation.spec import load_spec, packaged_spec_path
+
+    workdir = tmp_path_factory.mktemp("demo-run")
+    os.environ["CURATE_DEMO_DIR"] = str(workdir)
+    spec = load_spec(packaged_spec_path("demo.yaml"))
+    spec.steps[0].source = str(demo_corpus.root)
+    summaries = run_job(spec, printer=lambda s: None)
+    return {"lake": spec.lake, "workdir": workdir, "summaries": summaries, "spec": spec}

@@ -1,0 +1,84 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.cli import main
+from curation.spec import ConfigError, expand_env, load_spec, packaged_spec_path
+
+
+def test_status_json_and_text(demo_lake, capsys):
+    assert main(["status", demo_lake["lake"], "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    tables = {t["table"]: t for t in status["tables"]}
+    assert {"pool", "profiles", "manifests/lowres"} <= set(tables)
+    assert tables["profiles"]["rows"] == tables["pool"]["rows"]
+    assert tables["profiles"]["producer"]["step"] == "profile"
+    assert main(["status", demo_lake["lake"]]) == 0
+    text = capsys.readouterr().out
+    assert "manifests/lowres" in text and "step=ingest" in text
+
+
+def test_ingest_profile_export_commands(ray_session, tmp_path, capsys):
+    from curation.synth import write_jpegs
+
+    write_jpegs(tmp_path / "imgs", 6, megapixels=(0.1, 0.2), seed=3)
+    lake = str(tmp_path / "lake")
+    assert main(["ingest", lake, str(tmp_path / "imgs"), "--source", "mine"]) == 0
+    assert "[ingest] 6 in -> 6 out" in capsys.readouterr().out
+    assert main(["profile", lake, "--operators", "metadata,compression,phash,border_std,jpeg_bpp,degradation", "--max-pixels", "10000000"]) == 0
+    assert "[profile] 6 in -> 6 out" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert main(["export", lake, "--stage", "lowres", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[export] 6 in" in printed and str(out / "manifest.parquet") in printed
+    assert pq.read_table(out / "manifest.parquet").num_rows == json.loads((out / "_manifest.json").read_text())["output_count"]
+
+
+def test_run_spec_and_errors(ray_session, tmp_path, capsys, monkeypatch):
+    from curation.synth import write_jpegs
+
+    write_jpegs(tmp_path / "imgs", 4, megapixels=(0.1, 0.2), seed=4)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"""
+lake: {tmp_path}/lake
+profile: {{operators: [metadata, compression]}}
+stages:
+  tiny: {{rules: {{min_side: 10}}, buckets: {{resolution: 256, step: 32}}}}
+steps:
+  - {{step: ingest, source: {tmp_path}/imgs}}
+  - {{step: profile}}
+  - {{step: export, stage: tiny}}
+""")
+    assert main(["run", str(spec)]) == 0
+    assert "[export] 4 in -> 4 out" in capsys.readouterr().out
+    spec.write_text("lake: x\nstages: {s: {rules: {min_sid: 3}}}\n")
+    assert main(["run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "stages.s.rules" in err and "min_side" in err  # names the key and suggests the right one
+    assert main(["export", str(tmp_path / "lake"), "--stage", "missing"]) == 2
+    assert "unknown stage 'missing'" in capsys.readouterr().err
+    assert main(["ingest", str(tmp_path / "lake"), str(tmp_path / "nowhere")]) == 2
+    assert "source not found" in capsys.readouterr().err
+
+
+def test_demo_command(ray_session, tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path / "d"), "--images", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "[ingest]" in out and "[profile]" in out and "[export]" in out
+    manifest = tmp_path / "d" / "export" / "lowres" / "manifest.parquet"
+    assert f"manifest: {manifest}" in out and pq.read_table(manifest).num_rows > 0
+
+
+def test_spec_env_expansion_and_packaged_specs(monkeypatch):
+    monkeypatch.setenv("CURATE_X", "/data")
+    monkeypatch.delenv("CURATE_UNSET", raising=False)
+    assert expand_env("${CURATE_X}/a ${CURATE_UNSET:-def} ${CURATE_UNSET}") == "/data/a def "
+    for name in ("profile.yaml", "demo.yaml"):
+        spec = load_spec(packaged_spec_path(name))
+        assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == ["ingest", "profile", "export"]
+    with pytest.raises(ConfigError):
+        from curation.configtools import from_dict
+        from curation.spec import JobSpec
+
+        from_dict(JobSpec, {"steps": [{"step": "transmogrify"}]})

@@ -1,0 +1,82 @@
+import json
+import math
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.export import NEAR_DUPLICATE, NOT_PROFILED, StageConfig, evaluate, export
+from curation.ingest.pool import IngestConfig, ingest
+from curation.lake import Lake
+from curation.spec import ConfigError
+
+
+def _by_rel(table, root):
+    return {os.path.relpath(r["uri"], root): r for r in table.to_pylist()}
+
+
+def test_manifest_counts_and_columns(demo_lake):
+    lake = Lake(demo_lake["lake"])
+    out = demo_lake["workdir"] / "export" / "lowres"
+    info = json.loads((out / "_manifest.json").read_text())
+    manifest = pq.read_table(out / "manifest.parquet")
+    assert info["output_count"] == manifest.num_rows > 0
+    assert info["input_count"] == lake.read("pool").num_rows
+    assert info["input_count"] - sum(info["removed_per_rule"].values()) == info["output_count"]
+    assert info["exact_duplicates_collapsed"] == 3
+    assert info["producers"]["profiles"]["operators"].startswith("metadata@")
+    assert info["spec"]["rules"]["min_side"] == 256
+    # the same manifest is registered in the lake
+    assert lake.read("manifests/lowres").num_rows == manifest.num_rows
+    for col in ("id", "uri", "caption", "width", "height", "bucket_height", "bucket_width", "seq_len",
+                "phash", "laplacian_var", "jpeg_bpp"):
+        assert col in manifest.column_names, col
+    for r in manifest.to_pylist():
+        assert r["seq_len"] == (r["bucket_height"] // 16) * (r["bucket_width"] // 16)
+        assert r["bucket_height"] % 32 == 0 and r["bucket_width"] % 32 == 0
+        assert min(r["width"], r["height"]) >= 256
+        # the bucket's aspect is the image's up to the bucket grid (32 px steps at 256²)
+        assert abs(math.log(r["bucket_width"] / r["bucket_height"]) - math.log(r["width"] / r["height"])) < 0.2
+
+
+def test_planted_defects_and_duplicates_are_removed(demo_lake, demo_corpus):
+    spec = demo_lake["spec"]
+    ev = evaluate(Lake(demo_lake["lake"]), spec.stage("lowres"))
+    rows = _by_rel(ev.table, demo_corpus.root)
+    expected = {"frame": "min_border_std", "blur": "min_laplacian_var", "low_res": "min_side",
+                "extreme_aspect": "min_side", "flat": None, "blocky": "max_blockiness", "noise": "max_noise_sigma"}
+    for category, rule in expected.items():
+        for rel in demo_corpus.planted.get(category, []):
+            if rel in rows:
+                assert not rows[rel]["keep"], (category, rel, rows[rel]["reason"])
+                if rule:
+                    assert rows[rel]["reason"] in (rule, NEAR_DUPLICATE), (category, rel, rows[rel]["reason"])
+    for kind, rel in demo_corpus.bad_files.items():
+        assert rows[rel]["reason"] == "error", kind
+    for group in demo_corpus.near_duplicate_groups:
+        kept = [rel for rel in group if rel in rows and rows[rel]["keep"]]
+        assert len(kept) <= 1, group
+        reasons = {rows[rel]["reason"] for rel in group if rel in rows and not rows[rel]["keep"]}
+        assert reasons, group
+    # the group keeper is the largest image (stage keep_by: pixels desc first)
+    for group in demo_corpus.near_duplicate_groups:
+        members = [rows[rel] for rel in group if rel in rows and rows[rel]["reason"] in (None, NEAR_DUPLICATE)]
+        keepers = [m for m in members if m["keep"]]
+        if keepers:
+            assert keepers[0]["width"] * keepers[0]["height"] == max(m["width"] * m["height"] for m in members)
+
+
+def test_export_before_profile_and_unknown_stage(ray_session, demo_lake, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    src = tmp_path / "imgs"
+    src.mkdir()
+    from curation.synth import photo_like, save_image
+    import numpy as np
+
+    save_image(photo_like(np.random.default_rng(0), 300, 300), src / "a.jpg")
+    ingest(lake, IngestConfig(source=str(src)))
+    s = export(lake, "x", StageConfig())
+    assert s.rows_out == 0 and s.notes["removed_per_rule"] == {"error": 1}
+    assert evaluate(lake, StageConfig()).table["error"].to_pylist() == [NOT_PROFILED]
+    with pytest.raises(ConfigError, match="unknown stage"):
+        demo_lake["spec"].stage("nope")
