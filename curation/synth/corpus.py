@@ -104,12 +104,13 @@ NEAR_DUP_MAX_BITS = 3  # planted copies are checked (decoded) to be within this 
 
 
 def _roles(n: int, defect_rate: float) -> list[tuple[str, str]]:
-    k = max(1, round(defect_rate * n))
-    roles = [("defect", d) for d in DEFECTS for _ in range(k)]
-    roles += [("special", s) for s in _CORPUS_SPECIALS] + [("special", "exif_rotated")] * N_EXIF
-    roles += [("near_dup", "")] * N_NEAR_DUP_GROUPS + [("exact_dup", "")] * N_EXACT_DUPS
-    if len(roles) > n:
-        raise ValueError(f"n_images={n} is too small for defect_rate={defect_rate}: need {len(roles)}")
+    """(role, what) for each base image; defects shrink (to >= 1 each) when n is small."""
+    fixed = [("special", s) for s in _CORPUS_SPECIALS] + [("special", "exif_rotated")] * N_EXIF
+    fixed += [("near_dup", "")] * N_NEAR_DUP_GROUPS + [("exact_dup", "")] * N_EXACT_DUPS
+    if n < len(fixed) + len(DEFECTS):
+        raise ValueError(f"n_images must be at least {len(fixed) + len(DEFECTS)}, got {n}")
+    k = max(1, min(round(defect_rate * n), (n - len(fixed)) // len(DEFECTS)))
+    roles = [("defect", d) for d in DEFECTS for _ in range(k)] + fixed
     return roles + [("clean", "")] * (n - len(roles))
 
 
@@ -136,7 +137,8 @@ def make_demo_corpus(out_dir: Path, n_images: int = 120, seed: int = 0,
                      defect_rate: float = 0.06) -> CorpusInfo:
     """Write a planted demo corpus of `n_images` base images (384-1024 px) plus extra files.
 
-    Base images: ``round(defect_rate * n)`` per defect in `DEFECTS` (blur, noise, frame, flat,
+    Base images (n_images >= 29): ``round(defect_rate * n)`` per defect in `DEFECTS` (fewer,
+    but at least one, when n is too small for that), i.e. blur, noise, frame, flat,
     color_cast, blocky, low_res, extreme_aspect), one each of grayscale, palette_transparency,
     rgba, png16, cmyk, animated_gif, animated_webp, three exif_rotated (orientation 6), 8
     near-duplicate originals, 3 exact-duplicate originals, the rest clean. Extra files: 12

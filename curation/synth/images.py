@@ -82,7 +82,7 @@ def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image
 
 def _with_quality(img: Image.Image, quality: int) -> Image.Image:
     """Round-trip `img` through JPEG at `quality` and mark it to be stored at that quality."""
-    out = Image.open(io.BytesIO(encode(img, "JPEG", quality)))
+    out = Image.open(io.BytesIO(encode(img, "JPEG", quality=quality)))  # explicit: beats any mark
     out.load()
     out = out.convert("RGB")  # detach from the JPEG plugin; keeps pixels
     out.info[QUALITY_KEY] = quality
@@ -129,9 +129,14 @@ _TINTS = [(255, 140, 0), (0, 90, 255), (0, 200, 60), (230, 0, 200), (255, 220, 0
 
 
 def color_cast(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Strong colour cast: 60-70% blend towards a saturated tint."""
-    tint = _TINTS[int(rng.integers(0, len(_TINTS)))]
-    return Image.blend(img.convert("RGB"), Image.new("RGB", img.size, tint), float(rng.uniform(0.6, 0.7)))
+    """Strong colour cast, as under coloured light: colours 75% desaturated, then per channel c
+    out = in * (0.45 + 0.55 t_c) + 60 t_c for a saturated tint t in [0, 1]^3. Luminance texture
+    survives (the image is not also blurry or flat); the Lab cast factor is typically > 2."""
+    tint = np.array(_TINTS[int(rng.integers(0, len(_TINTS)))], dtype=np.float32) / 255.0
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    luma = np.asarray(img.convert("L"), dtype=np.float32)[..., None]
+    arr = (0.25 * rgb + 0.75 * luma) * (0.45 + 0.55 * tint) + 60.0 * tint
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
 def blocky(img: Image.Image, rng: np.random.Generator) -> Image.Image:
