@@ -58,6 +58,8 @@ class PHash(Operator):
                                       1     0.795      0.985     4
         stage: rgb, >= 512, r <= 2    0     0.895      1.000     2         1.8-2.1x
                                       1     0.880      0.995     4
+    What `compute` hashes is the stage's shared grey view at longer side 512 (box filter); on the
+    profile benchmark's 200 first JPEGs it gave 0.885 identical, 1.000 within 2 bits, max 2.
 
     min_long_side=256 keeps the 32x32 LANCZOS input at least 8x oversampled whatever the image
     size; the 1/8 decode alone only just clears 95% within 2 bits. Distinct images in the corpus

@@ -80,3 +80,20 @@ def test_export_before_profile_and_unknown_stage(ray_session, demo_lake, tmp_pat
     assert evaluate(lake, StageConfig()).table["error"].to_pylist() == [NOT_PROFILED]
     with pytest.raises(ConfigError, match="unknown stage"):
         demo_lake["spec"].stage("nope")
+
+
+def test_demo_pool_keeps_bad_captions_and_every_file(demo_lake, demo_corpus):
+    pool = Lake(demo_lake["lake"]).read("pool")
+    uris = {os.path.relpath(u, demo_corpus.root): r for r in pool.to_pylist() for u in r["uris"]}
+    # every image-named file is in the pool: byte-identical copies share a row, nothing is dropped
+    assert {os.path.relpath(str(f), demo_corpus.root) for f in demo_corpus.files} == set(uris)
+    issues = {"caption_empty": "empty", "caption_invalid_utf8": "invalid_utf8", "caption_long": "truncated"}
+    for category, issue in issues.items():
+        for rel in demo_corpus.planted[category]:
+            assert uris[rel]["caption_issue"] == issue, (category, uris[rel]["caption_issue"])
+    assert "\ufffd" in uris[demo_corpus.planted["caption_invalid_utf8"][0]]["caption"]
+    for rel in demo_corpus.planted["caption_missing"]:
+        if rel not in sum(demo_corpus.exact_duplicates, []):
+            assert uris[rel]["caption"] is None and uris[rel]["caption_issue"] == "missing"
+    zh = [uris[rel] for rel in demo_corpus.planted["caption_json"]]
+    assert any("caption_zh" in dict(r["caption_fields"] or []) for r in zh) and any(r["tags"] for r in zh)

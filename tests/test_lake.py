@@ -87,3 +87,16 @@ def test_file_uri_root(tmp_path):
     lake = Lake("file://" + str(tmp_path / "l"))
     lake.write("t", _t(["a"]))
     assert Lake(str(tmp_path / "l")).read("t").num_rows == 1
+
+
+def test_ray_write_and_read(ray_session, tmp_path):
+    import ray.data
+
+    lake = Lake(str(tmp_path))
+    schema = pa.schema([("id", pa.string()), ("x", pa.int64())])
+    c = lake.write_ray("t", ray.data.from_arrow(_t(["a", "b", "c"])), producer={"step": "t"}, schema=schema)
+    assert c.rows == 3 and sorted(r["id"] for r in lake.read_ray("t").take_all()) == ["a", "b", "c"]
+    # an empty write still commits a readable, typed (empty) snapshot
+    empty = ray.data.from_arrow(_t(["a"])).filter(lambda r: False)
+    lake.write_ray("e", empty, schema=schema)
+    assert lake.read("e").schema == schema and lake.read("e").num_rows == 0

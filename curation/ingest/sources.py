@@ -15,7 +15,6 @@ import json
 import posixpath
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
@@ -143,6 +142,3 @@ def _jsonable(row: dict) -> dict:
         out[k] = v
     return out
 
-
-def count_missing_uris(candidates: pa.Table) -> int:
-    return candidates.num_rows - pc.sum(pc.is_valid(candidates["uri"])).as_py() if candidates.num_rows else 0
