@@ -3,6 +3,7 @@
     curate demo [--workdir DIR] [--images N]
     curate ingest LAKE SOURCE [--source NAME] [--uri-column COL]
     curate profile LAKE [--spec SPEC] [--operators a,b,...] [--max-pixels N]
+    curate score LAKE [--spec SPEC]
     curate export LAKE --stage NAME [--out DIR] [--spec SPEC]
     curate status LAKE [--json]
     curate run SPEC
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lake")
     p.add_argument("--operators", help="comma-separated operator names (default: the spec's)")
     p.add_argument("--max-pixels", type=int, help="reject headers above this many pixels before decoding")
+    _runtime_args(p)
+
+    p = sub.add_parser("score", help="embeddings, model heads and image-caption alignment (the spec's `score:` section)")
+    p.add_argument("lake")
     _runtime_args(p)
 
     p = sub.add_parser("export", help="apply a stage's rules and dedup, write its Parquet manifest")
@@ -103,6 +108,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.max_pixels:
                 spec.profile.max_pixels = args.max_pixels
             spec.steps = [StepSpec("profile")]
+        elif args.command == "score":
+            spec.steps = [StepSpec("score")]
         elif args.command == "export":
             spec.steps = [StepSpec("export", stage=args.stage, out=args.out)]
     from curation.pipeline import run_job

@@ -66,6 +66,12 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
                                  pc.if_else(missing, NOT_PROFILED, table["error"]))
     else:
         table = pool.append_column("error", pa.array([NOT_PROFILED] * pool.num_rows, pa.string()))
+    if lake.exists("scores"):
+        scores = lake.read("scores").rename_columns({"error": "score_error"})
+        producers["scores"] = _producer(lake, "scores")
+        table = _left_join(table, scores.drop_columns(["score_producer"]), "id")
+        table = table.set_column(table.schema.get_field_index("error"), "error",
+                                 pc.coalesce(table["error"], table["score_error"])).drop_columns(["score_error"])
     table = table.sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)

@@ -11,6 +11,7 @@ from curation.ingest.pool import ingest
 from curation.lake import Lake
 from curation.profile import profile
 from curation.runtime import init_ray
+from curation.scoring import preflight, score
 from curation.spec import JobSpec, StepSpec
 from curation.summary import StepSummary
 
@@ -25,6 +26,8 @@ def run_step(lake: Lake, spec: JobSpec, step: StepSpec) -> StepSummary:
         return ingest(lake, cfg)
     if step.step == "profile":
         return profile(lake, spec.profile)
+    if step.step == "score":
+        return score(lake, spec.score)
     if step.step == "export":
         return export(lake, step.stage, spec.stage(step.stage), out=step.out)
     raise ValueError(f"unknown step {step.step!r}")
@@ -33,6 +36,8 @@ def run_step(lake: Lake, spec: JobSpec, step: StepSpec) -> StepSummary:
 def run_job(spec: JobSpec, printer: Callable[[str], None] = print) -> list[StepSummary]:
     """Start/connect Ray per `spec.runtime`, run every step in order, return the summaries."""
     spec.validate()
+    if any(s.step == "score" for s in spec.steps):
+        preflight(spec.score)  # a missing weight file fails here, before any step runs
     session = init_ray(spec.runtime)
     printer(f"ray: {session['nodes']} node(s), {session['cpus']} CPU(s), {session['gpus']} GPU(s); lake: {spec.lake}")
     lake = Lake(spec.lake)

@@ -18,7 +18,7 @@ Semantics
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,12 @@ class RulesConfig:
     min_colorfulness: minimum Hasler–Süsstrunk colourfulness (0 = grey) [~5 to drop greyscale].
     require_caption: drop rows whose caption is null or blank (whitespace only).
     drop_errors: drop rows whose ``error`` is not null (rule name "error").
+    min_score: model-score column -> minimum value, e.g. {aesthetic: 5.0, clip_alignment: 0.28}
+        (rule name "min_score:<column>"); columns come from the `scores` table.
+    max_score: model-score column -> maximum value, e.g. {nsfw: 0.5, aigc: 0.5}.
+    min_percentile: score column -> percentile 0..100 of the column's non-null values over the
+        rows being evaluated; rows below it fail ("min_percentile:<column>"). Use it where score
+        scales differ between models (alignment under CN-CLIP vs OpenAI CLIP).
     """
 
     min_side: int | None = None
@@ -62,12 +68,18 @@ class RulesConfig:
     min_colorfulness: float | None = None
     require_caption: bool = False
     drop_errors: bool = True
+    min_score: dict[str, float] = field(default_factory=dict)
+    max_score: dict[str, float] = field(default_factory=dict)
+    min_percentile: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and (v < 0 or v != v):
                 raise ValueError(f"{f.name} must be >= 0, got {v!r}")
+        for name, pct in self.min_percentile.items():
+            if not 0 <= pct <= 100:
+                raise ValueError(f"min_percentile[{name}] must be in 0..100, got {pct!r}")
         if self.max_aspect is not None and self.max_aspect < 1:
             raise ValueError(f"max_aspect is max(w,h)/min(w,h) and must be >= 1, got {self.max_aspect!r}")
         if self.min_side is not None and self.max_side is not None and self.min_side > self.max_side:
@@ -145,6 +157,9 @@ def active_rules(cfg: RulesConfig) -> list[str]:
             enabled = getattr(cfg, name) is not None
         if enabled:
             on.append(name)
+    # Model-score rules last: the cheap pixel measures explain most removals.
+    on += [f"min_score:{c}" for c in cfg.min_score] + [f"max_score:{c}" for c in cfg.max_score]
+    on += [f"min_percentile:{c}" for c in cfg.min_percentile]
     return on
 
 
@@ -155,6 +170,8 @@ def _required_columns(rule: str) -> tuple[str, ...]:
         return ("caption",)
     if rule in _GEOMETRY_RULES:
         return ("width", "height")
+    if ":" in rule:
+        return (rule.split(":", 1)[1],)
     return (_COLUMN_RULES[rule],)
 
 
@@ -179,6 +196,16 @@ def _passes(rule: str, cfg: RulesConfig, table: pa.Table, cache: dict) -> np.nda
         trimmed = pc.utf8_trim_whitespace(table.column("caption"))
         ok = pc.fill_null(pc.greater(pc.utf8_length(trimmed), 0), False)
         return np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+
+    if ":" in rule:
+        kind, column = rule.split(":", 1)
+        value = _as_float(table, column)
+        if kind == "min_percentile":
+            finite = value[np.isfinite(value)]
+            threshold = np.percentile(finite, cfg.min_percentile[column]) if finite.size else np.inf
+            return value >= threshold
+        threshold = getattr(cfg, kind)[column]
+        return value >= threshold if kind == "min_score" else value <= threshold
 
     threshold = getattr(cfg, rule)
     if rule in _GEOMETRY_RULES:
@@ -250,7 +277,15 @@ def describe_rules(cfg: RulesConfig) -> list[str]:
         "min_colorfulness": lambda v: f"colorfulness >= {v:g}",
     }
     rules = active_rules(cfg)
-    lines = [text[r](getattr(cfg, r, None)) for r in rules]
+    lines = []
+    for r in rules:
+        if ":" in r:
+            kind, column = r.split(":", 1)
+            value = getattr(cfg, kind)[column]
+            op = {"min_score": ">=", "max_score": "<="}.get(kind)
+            lines.append(f"{column} {op} {value:g}" if op else f"{column} >= its {value:g}th percentile")
+        else:
+            lines.append(text[r](getattr(cfg, r, None)))
     if set(rules) - {"error", "require_caption"}:
         lines.append("a null or NaN measurement fails its rule")
     return lines

@@ -65,8 +65,22 @@ def manifest_schema(feature_fields: Iterable[pa.Field]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
+def scores_schema(score_columns: Iterable[str]) -> pa.Schema:
+    """Schema of `scores`: id, error, one float32 per head / alignment column, producer."""
+    fields = [ID, ERROR]
+    for name in score_columns:
+        doc = ("cosine similarity of L2-normalised image and caption embeddings under the alignment "
+               "encoder, in [-1, 1]; scales differ between models: threshold by pool percentile"
+               if name.startswith("clip_alignment") else "head output on the encoder's image embedding (see the head's docs)")
+        fields.append(field(name, pa.float32(), doc))
+    fields.append(field("score_producer", pa.string(), "encoders and heads (with weight files) that produced the row"))
+    return pa.schema(fields)
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    """Schema of `embeddings/<encoder>`: one L2-normalised float16 vector per id."""
+    return pa.schema([ID, field("encoder", pa.string(), "encoder name"),
+                      field("vector", pa.list_(pa.float16(), dim), f"L2-normalised image embedding, float16, {dim} dims")])
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

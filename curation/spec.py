@@ -10,6 +10,7 @@ A spec names a lake, the runtime, step options, the training stages, and the ste
     steps:
       - {step: ingest, source: ./images, name: web}
       - {step: profile}
+      - {step: score}            # encoders and heads from the `score:` section
       - {step: export, stage: lowres, out: ./out/lowres}
 
 `${VAR}` and `${VAR:-default}` are expanded from the environment before parsing. Unknown keys
@@ -32,6 +33,7 @@ from curation.export import StageConfig
 from curation.ingest.pool import IngestConfig
 from curation.profile import ProfileConfig
 from curation.runtime import RuntimeConfig
+from curation.scoring import ScoreConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -40,7 +42,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class StepSpec:
     """One step of a job. ingest uses source/name/uri_column; export uses stage/out."""
 
-    step: Literal["ingest", "profile", "export"]
+    step: Literal["ingest", "profile", "score", "export"]
     source: str | None = None
     name: str | None = None
     uri_column: str | None = None
@@ -54,6 +56,7 @@ class JobSpec:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 
@@ -63,6 +66,10 @@ class JobSpec:
         return self.stages[name]
 
     def validate(self) -> None:
+        try:
+            self.score.validate()
+        except ValueError as exc:
+            raise ConfigError(f"score: {exc}") from None
         for i, s in enumerate(self.steps):
             if s.step == "ingest" and not (s.source or self.ingest.source):
                 raise ConfigError(f"steps[{i}]: ingest needs a source")
