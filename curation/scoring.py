@@ -180,8 +180,8 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         torch = self.torch
-        ids, errors = batch["id"], batch["error"]
-        ok = np.array([not e for e in errors], dtype=bool)
+        ids, errors = batch["id"], _strings(batch["error"])
+        ok = np.array([e is None for e in errors], dtype=bool)
         n = len(ids)
         columns: dict[str, Any] = {"id": pa.array(list(ids), pa.string()), "error": pa.array(list(errors), pa.string())}
         embeddings: dict[str, np.ndarray] = {}
@@ -199,7 +199,7 @@ class Scorer:
                     enc = self.encoders[self.cfg.alignment_encoder]
                     image = embeddings[self.cfg.alignment_encoder].normalized
                     for f in self.cfg.caption_fields:
-                        columns[alignment_column(f)] = self._align(enc, image, batch[f"text__{f}"], ok)
+                        columns[alignment_column(f)] = self._align(enc, image, _strings(batch[f"text__{f}"]), ok)
         for enc_name, head in self.heads:
             columns.setdefault(head.name, pa.nulls(n, pa.float32()))
         if self.cfg.alignment_encoder:
@@ -213,15 +213,20 @@ class Scorer:
             columns[f"embedding__{name}"] = pa.FixedSizeListArray.from_arrays(flat, enc.embed_dim, mask=pa.array(~ok))
         return pa.table(columns)
 
-    def _align(self, enc, image, texts: np.ndarray, ok: np.ndarray) -> pa.Array:
+    def _align(self, enc, image, texts: list[str | None], ok: np.ndarray) -> pa.Array:
         n = len(texts)
-        have = np.array([bool(t) for t in texts]) & ok
+        have = np.array([t is not None for t in texts], dtype=bool) & ok
         out = np.full(n, np.nan, np.float32)
         if have.any():
             text = enc.encode_texts([t for t, h in zip(texts, have) if h])
             img = image[have[ok]]
             out[have] = (img * text).sum(-1).float().cpu().numpy()
         return pa.array(out, pa.float32(), mask=~have)
+
+
+def _strings(values: np.ndarray) -> list[str | None]:
+    """Ray turns an all-None object column into float NaN: read strings back, else None."""
+    return [v if isinstance(v, str) and v else None for v in values]
 
 
 def _dtype(torch, precision: str, device) -> Any:

@@ -263,10 +263,11 @@ def _decode(im: Image.Image, header: ImageHeader, plan: DecodePlan) -> tuple[Ima
         if drafted is not None:
             reduced = max(1, round(header.raw_width / drafted[1][2]))
     im.load()
+    # 8-bit first: Image.reduce supports neither palette nor 16-bit modes.
+    im = _to_8bit(im, target_mode)
     if reduced == 1 and r > 1:
         im = im.reduce(r)
         reduced = r
-    im = _to_8bit(im, target_mode)
     # From the header, not exif_transpose: conversions above (alpha compositing, 16-bit
     # scaling) build new images that no longer carry the EXIF block.
     if header.orientation in _TRANSPOSE:

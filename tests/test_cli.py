@@ -65,7 +65,8 @@ steps:
 def test_demo_command(ray_session, tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path / "d"), "--images", "40"]) == 0
     out = capsys.readouterr().out
-    assert "[ingest]" in out and "[profile]" in out and "[export]" in out
+    assert "[ingest]" in out and "[profile]" in out and "[score]" in out and "[export]" in out
+    assert "random weights (scores are meaningless)" in out
     manifest = tmp_path / "d" / "export" / "lowres" / "manifest.parquet"
     assert f"manifest: {manifest}" in out and pq.read_table(manifest).num_rows > 0
 
@@ -74,11 +75,28 @@ def test_spec_env_expansion_and_packaged_specs(monkeypatch):
     monkeypatch.setenv("CURATE_X", "/data")
     monkeypatch.delenv("CURATE_UNSET", raising=False)
     assert expand_env("${CURATE_X}/a ${CURATE_UNSET:-def} ${CURATE_UNSET}") == "/data/a def "
-    for name in ("profile.yaml", "demo.yaml"):
+    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "score", "export"]}
+    for name, expected in steps.items():
         spec = load_spec(packaged_spec_path(name))
-        assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == ["ingest", "profile", "export"]
+        assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == expected
+    assert [s.step for s in load_spec(packaged_spec_path("score.yaml")).steps] == ["score", "export"]
     with pytest.raises(ConfigError):
         from curation.configtools import from_dict
         from curation.spec import JobSpec
 
         from_dict(JobSpec, {"steps": [{"step": "transmogrify"}]})
+
+
+def test_missing_model_weights_fail_before_any_step(ray_session, tmp_path, capsys, monkeypatch):
+    from curation.lake import Lake
+
+    monkeypatch.setenv("CURATE_LAKE", str(tmp_path / "lake"))
+    for var in ("CURATE_CLIP_L14", "CURATE_CN_CLIP", "CURATE_AESTHETIC"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["run", packaged_spec_path("score.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "encoders[].pretrained" in err and "clip_l14" in err
+    assert Lake(str(tmp_path / "lake")).tables() == []
+    monkeypatch.setenv("CURATE_CLIP_L14", str(tmp_path / "missing.safetensors"))
+    assert main(["score", str(tmp_path / "lake"), "--spec", packaged_spec_path("score.yaml")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err

@@ -25,11 +25,12 @@ def test_manifest_counts_and_columns(demo_lake):
     assert info["input_count"] - sum(info["removed_per_rule"].values()) == info["output_count"]
     assert info["exact_duplicates_collapsed"] == 3
     assert info["producers"]["profiles"]["operators"].startswith("metadata@")
+    assert "aesthetic=aesthetic:random" in info["producers"]["scores"]["models"]
     assert info["spec"]["rules"]["min_side"] == 256
     # the same manifest is registered in the lake
     assert lake.read("manifests/lowres").num_rows == manifest.num_rows
     for col in ("id", "uri", "caption", "width", "height", "bucket_height", "bucket_width", "seq_len",
-                "phash", "laplacian_var", "jpeg_bpp"):
+                "phash", "laplacian_var", "jpeg_bpp", "aesthetic", "nsfw", "aigc", "clip_alignment"):
         assert col in manifest.column_names, col
     for r in manifest.to_pylist():
         assert r["seq_len"] == (r["bucket_height"] // 16) * (r["bucket_width"] // 16)

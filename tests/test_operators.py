@@ -349,3 +349,14 @@ def test_exif_orientation_applies_to_transparent_images():
     exif[ORIENTATION] = 6
     item = open_item(encode(Image.new("RGBA", (40, 20), (255, 0, 0, 255)), exif=exif), FULL)
     assert (item.header.width, item.header.height) == item.image.size == (20, 40)
+
+
+@pytest.mark.parametrize("kind", ["palette_transparency", "png16", "animated_gif", "rgba", "cmyk", "grayscale"])
+def test_small_plans_reduce_every_mode(kind, tmp_path):
+    """A plan far below the stored size reduces palette, 16-bit and alpha images too."""
+    from curation.synth import write_bad_inputs
+
+    path = write_bad_inputs(tmp_path)[kind]
+    item = open_item(path.read_bytes(), DecodePlan("rgb", min_long_side=32, max_reduction=8))
+    assert item.image.mode == "RGB" and item.reduction > 1
+    assert max(item.image.size) >= 32

@@ -172,8 +172,29 @@ def test_describe_rules():
 def test_rule_order_covers_every_config_field():
     from dataclasses import fields
 
-    names = {f.name for f in fields(RulesConfig)} - {"drop_errors"}
+    score_rules = {"min_score", "max_score", "min_percentile"}  # keyed by column: named per column
+    names = {f.name for f in fields(RulesConfig)} - {"drop_errors"} - score_rules
     assert set(RULE_ORDER) - {"error"} == names
+
+
+def test_score_rules_by_value_and_percentile():
+    t = pa.table({"error": pa.nulls(5, pa.string()),
+                  "aesthetic": pa.array([4.0, 6.0, None, 7.0, 5.5], pa.float32()),
+                  "nsfw": pa.array([0.1, 0.9, 0.2, 0.3, 0.4], pa.float32()),
+                  "clip_alignment": pa.array([0.10, 0.20, 0.30, 0.40, 0.50], pa.float32())})
+    r = apply_rules(t, RulesConfig(min_score={"aesthetic": 5.0}, max_score={"nsfw": 0.5}))
+    assert r.keep.tolist() == [False, False, False, True, True]
+    assert r.reason.to_pylist() == ["min_score:aesthetic", "max_score:nsfw", "min_score:aesthetic", None, None]
+    assert r.removed_per_rule == {"error": 0, "min_score:aesthetic": 2, "max_score:nsfw": 1}
+    # percentile of the evaluated rows' non-null values: the 60th of 0.1..0.5 is 0.34
+    r = apply_rules(t, RulesConfig(min_percentile={"clip_alignment": 60}))
+    assert r.keep.tolist() == [False, False, False, True, True]
+    assert describe_rules(RulesConfig(min_score={"aesthetic": 5.0}, min_percentile={"clip_alignment": 60}))[1:3] == [
+        "aesthetic >= 5", "clip_alignment >= its 60th percentile"]
+    with pytest.raises(ValueError, match="min_percentile"):
+        RulesConfig(min_percentile={"clip_alignment": 120})
+    with pytest.raises(ValueError, match="aesthetic"):
+        apply_rules(t.drop_columns(["aesthetic"]), RulesConfig(min_score={"aesthetic": 5.0}))
 
 
 def test_large_random_table_counts_are_consistent():
