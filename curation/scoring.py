@@ -18,7 +18,6 @@ run for pool rows not yet scored by the same producer.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -32,8 +31,10 @@ from curation import io, schemas
 from curation.lake import Lake
 from curation.summary import StepSummary, error_kinds
 from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, DecodePlan, decode_pixels, open_header
-from operators.models.encoders import EncoderConfig, check_encoder_weights, image_geometry, load_encoder
-from operators.models.heads import HeadConfig, check_head_weights, load_head
+from operators.models.encoders import (
+    EncoderConfig, check_encoder_weights, encoder_identity, image_geometry, load_encoder,
+)
+from operators.models.heads import HeadConfig, check_head_weights, head_identity, load_head
 
 log = logging.getLogger(__name__)
 SCORES = "scores"
@@ -238,9 +239,9 @@ def _dtype(torch, precision: str, device) -> Any:
 
 
 def producer_of(cfg: ScoreConfig, heads: list[HeadConfig]) -> str:
-    """Provenance without loading models: encoders and heads with their weight files."""
-    parts = [f"{e.name}={e.backend}:{e.model or ''}:{os.path.basename(e.pretrained or 'random')}" for e in cfg.encoders]
-    parts += [f"{h.name}={h.kind}:{os.path.basename(h.weights or 'random')}" for h in heads]
+    """Provenance without loading models: encoder and head identities (weight-file hashes)."""
+    parts = [encoder_identity(e) for e in cfg.encoders]
+    parts += [f"{head_identity(h)}:{h.kind}<-{h.encoder}" for h in heads]
     if cfg.alignment_encoder:
         parts.append(f"align={cfg.alignment_encoder}:{'+'.join(cfg.caption_fields)}")
     return ",".join(parts)

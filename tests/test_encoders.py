@@ -14,7 +14,7 @@ from PIL import Image
 
 from operators.models.base import WeightsError
 from operators.models.encoders import (
-    EncoderConfig, check_encoder_weights, encoder_dtype, image_geometry, load_encoder,
+    EncoderConfig, check_encoder_weights, encoder_dtype, encoder_identity, image_geometry, load_encoder,
 )
 from operators.models.open_clip_encoder import resolve_source
 from operators.models.prep import OpenClipGeometry
@@ -51,7 +51,7 @@ def tiny_enc():
 
 
 def test_open_clip_random_tiny(tiny_enc):
-    assert image_geometry(tiny_cfg()) == tiny_enc.geometry
+    assert image_geometry(tiny_cfg()) == tiny_enc.geometry and encoder_identity(tiny_cfg()) == tiny_enc.identity
     enc = tiny_enc
     assert enc.random_weights and enc.identity == f"tiny@ViT-B-32{_ovr()}#random-0"
     assert enc.embed_dim == 32 and enc.image_size == (32, 32)
@@ -148,7 +148,7 @@ def test_checkpoint_file_and_local_dir(tiny_enc, tmp_path):
     assert enc.identity == f"ld@oc_dir#{sha12(d / 'open_clip_pytorch_model.bin')}"
     assert enc.geometry.interpolation == "bilinear" and enc.image_size == (32, 32)
     # the scoring step's CPU stage resolves the same geometry from the config alone
-    assert image_geometry(cfg) == enc.geometry
+    assert image_geometry(cfg) == enc.geometry and encoder_identity(cfg) == enc.identity
     assert image_geometry(tiny_cfg(pretrained=str(ckpt), random=False)) == load_encoder(
         tiny_cfg(pretrained=str(ckpt), random=False)).geometry
     torch.testing.assert_close(enc.encode_images(pixels).raw, ref)
@@ -245,6 +245,7 @@ def test_chinese_clip_encoder(cn_dir):
     assert enc.identity == f"cn@tiny-cn-clip#{sha12(cn_dir / 'model.safetensors')}"
     assert enc.embed_dim == 16 and enc.image_size == (32, 32) and not enc.random_weights
     assert image_geometry(EncoderConfig(name="cn", backend="chinese_clip", pretrained=str(cn_dir))) == enc.geometry
+    assert encoder_identity(EncoderConfig(name="cn", backend="chinese_clip", pretrained=str(cn_dir))) == enc.identity
     texts = ["一只猫在草地上", "a red car on the grass", "红色的汽车", "a photo of cats and dogs"]
     t = enc.encode_texts(texts)
     assert t.shape == (4, 16) and t.dtype == torch.float32

@@ -25,7 +25,7 @@ def test_manifest_counts_and_columns(demo_lake):
     assert info["input_count"] - sum(info["removed_per_rule"].values()) == info["output_count"]
     assert info["exact_duplicates_collapsed"] == 3
     assert info["producers"]["profiles"]["operators"].startswith("metadata@")
-    assert "aesthetic=aesthetic:random" in info["producers"]["scores"]["models"]
+    assert "aesthetic@random-0:aesthetic<-clip" in info["producers"]["scores"]["models"]
     assert info["spec"]["rules"]["min_side"] == 256
     # the same manifest is registered in the lake
     assert lake.read("manifests/lowres").num_rows == manifest.num_rows

@@ -22,7 +22,7 @@ from PIL import Image
 
 from operators.models.base import Encoder, ImageEmbeddings, l2_normalize
 from operators.models.prep import ProcessorGeometry
-from operators.models.encoders import EncoderConfig, files_sha256, hub_offline, missing_weights, pixel_batch, triple
+from operators.models.encoders import EncoderConfig, encoder_identity, hub_offline, missing_weights, pixel_batch, triple
 
 # Chinese-CLIP was trained with a 52-token text context (OFA-Sys `context_length`); the BERT
 # config carries 512 positions, but those past 52 never saw CLIP training.
@@ -89,7 +89,7 @@ class ChineseClipEncoder(Encoder):
         self._mean = torch.tensor(triple(mean), dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(triple(std), dtype=torch.float32).view(1, 3, 1, 1)
         self.device, self.dtype = torch.device("cpu"), torch.float32
-        self.identity = f"{cfg.name}@{cfg.model or d.name}#{files_sha256(weights)[:12]}"
+        self.identity = encoder_identity(cfg)
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """RGB PIL image -> uint8 (H, W, 3) at `image_size`: the processor's resize (+ crop)."""

@@ -136,6 +136,21 @@ def load_encoder(cfg: EncoderConfig) -> Encoder:
     return ChineseClipEncoder(cfg)
 
 
+def encoder_identity(cfg: EncoderConfig) -> str:
+    """The identity the loaded encoder reports (name@arch#sha256[:12] of its weights, or
+    #random-<seed>), computed from files alone: provenance for the lake without a model build."""
+    if cfg.backend == "open_clip":
+        from operators.models.open_clip_encoder import resolve_source
+
+        src = resolve_source(cfg)
+        digest = f"random-{cfg.seed}" if src.weights_file is None else files_sha256([src.weights_file])[:12]
+        return f"{cfg.name}@{src.arch}{overrides_tag(cfg.model_overrides)}#{digest}"
+    from operators.models.cn_clip_encoder import check_cn_clip_dir
+
+    d, weights = check_cn_clip_dir(cfg)
+    return f"{cfg.name}@{cfg.model or d.name}#{files_sha256(weights)[:12]}"
+
+
 def image_geometry(cfg: EncoderConfig):
     """The picklable resize/crop of `cfg`'s encoder, resolved without loading weights: what the
     scoring step's CPU stage runs (the encoder's own `prepare` uses the same object)."""

@@ -17,7 +17,6 @@ because a silently half-loaded head produces plausible-looking but meaningless s
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -25,6 +24,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from operators.models.encoders import files_sha256
 from operators.models.base import ImageEmbeddings, WeightsError
 
 __all__ = [
@@ -282,12 +282,11 @@ def check_head_weights(cfg: HeadConfig) -> str | None:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def head_identity(cfg: HeadConfig) -> str:
+    """"<name>@<sha256(weights)[:12]>" or "<name>@random-<seed>": provenance, without loading."""
+    if cfg.weights is None:
+        return f"{cfg.name}@random-{cfg.seed}"
+    return f"{cfg.name}@{files_sha256([Path(cfg.weights).expanduser()])[:12]}"
 
 
 def _read_state_dict(head: Head, path: Path) -> dict[str, torch.Tensor]:
@@ -350,10 +349,9 @@ def load_head(cfg: HeadConfig, in_dim: int) -> Head | None:
     if cfg.weights is not None:
         path = Path(cfg.weights).expanduser()
         head.load_state_dict(_read_state_dict(head, path), strict=True)
-        head.identity = f"{cfg.name}@{_sha256(path)[:12]}"
         head.random_weights = False
     else:  # cfg.random, checked above
         head.reset_parameters(torch.Generator().manual_seed(cfg.seed))
-        head.identity = f"{cfg.name}@random-{cfg.seed}"
         head.random_weights = True
+    head.identity = head_identity(cfg)
     return head.eval()

@@ -29,7 +29,7 @@ from PIL import Image
 from operators.models.base import Encoder, ImageEmbeddings, WeightsError, l2_normalize
 from operators.models.prep import OpenClipGeometry
 from operators.models.encoders import (
-    EncoderConfig, files_sha256, hub_offline, missing_weights, overrides_tag, pixel_batch, triple,
+    EncoderConfig, encoder_identity, hub_offline, missing_weights, pixel_batch, triple,
 )
 
 _FIX_FILE = "set encoders[].pretrained to a local checkpoint file or local-dir:, or random: true for tests"
@@ -153,9 +153,7 @@ class OpenClipEncoder(Encoder):
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.embed_dim = _embed_dim(model, self.image_size)
 
-        arch = src.arch + overrides_tag(cfg.model_overrides)
-        digest = f"random-{cfg.seed}" if src.weights_file is None else files_sha256([src.weights_file])[:12]
-        self.identity = f"{cfg.name}@{arch}#{digest}"
+        self.identity = encoder_identity(cfg)
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """RGB PIL image -> uint8 (H, W, 3) at `image_size`: open_clip's eval geometry."""
