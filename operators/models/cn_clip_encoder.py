@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
-from operators.models.base import Encoder, ImageEmbeddings, l2_normalize
+from operators.models.base import Encoder, l2_normalize
 from operators.models.prep import ProcessorGeometry
-from operators.models.encoders import EncoderConfig, encoder_identity, hub_offline, missing_weights, pixel_batch, triple
+from operators.models.encoders import EncoderConfig, encoder_identity, hub_offline, missing_weights, triple
 
 # Chinese-CLIP was trained with a 52-token text context (OFA-Sys `context_length`); the BERT
 # config carries 512 positions, but those past 52 never saw CLIP training.
@@ -91,27 +90,8 @@ class ChineseClipEncoder(Encoder):
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.identity = encoder_identity(cfg)
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """RGB PIL image -> uint8 (H, W, 3) at `image_size`: the processor's resize (+ crop)."""
-        return self.geometry(image)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "ChineseClipEncoder":
-        self.device, self.dtype = torch.device(device), dtype
-        self.model.to(device=self.device, dtype=dtype)
-        self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
-        return self
-
-    @torch.inference_mode()
-    def encode_images(self, pixels: np.ndarray | torch.Tensor) -> ImageEmbeddings:
-        """uint8 (B, H, W, 3) -> raw (projected) and L2-normalised embeddings, float32 (B, D)."""
-        x = pixel_batch(pixels, self.image_size)
-        if x.shape[0] == 0:
-            empty = torch.zeros(0, self.embed_dim, device=self.device)
-            return ImageEmbeddings(raw=empty, normalized=empty)
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().mul_(self._scale)
-        x = (x - self._mean) / self._std
-        raw = _features(self.model.get_image_features(pixel_values=x.to(self.dtype))).float()
-        return ImageEmbeddings(raw=raw, normalized=l2_normalize(raw))
+    def _image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=x))
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-import numpy as np
 
 import torch
 
@@ -221,17 +220,6 @@ def hub_offline() -> Iterator[None]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = old_env
-
-
-def pixel_batch(pixels: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Check a uint8 (B, H, W, 3) batch from `prepare` (one (H, W, 3) image is promoted to B=1);
-    returns a uint8 tensor, still on its own device (numpy: a zero-copy CPU view)."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (*size, 3):
-        raise ValueError(f"expected uint8 (B, {size[0]}, {size[1]}, 3) from prepare(), got {x.dtype} {tuple(x.shape)}")
-    return x
 
 
 def triple(v: Any) -> tuple[float, float, float]:

@@ -22,14 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from operators.models.base import Encoder, ImageEmbeddings, WeightsError, l2_normalize
+from operators.models.base import Encoder, WeightsError, l2_normalize
 from operators.models.prep import OpenClipGeometry
 from operators.models.encoders import (
-    EncoderConfig, encoder_identity, hub_offline, missing_weights, pixel_batch, triple,
+    EncoderConfig, encoder_identity, hub_offline, missing_weights, triple,
 )
 
 _FIX_FILE = "set encoders[].pretrained to a local checkpoint file or local-dir:, or random: true for tests"
@@ -155,29 +153,8 @@ class OpenClipEncoder(Encoder):
 
         self.identity = encoder_identity(cfg)
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """RGB PIL image -> uint8 (H, W, 3) at `image_size`: open_clip's eval geometry."""
-        return self.geometry(image)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "OpenClipEncoder":
-        # Plain cast of every parameter and buffer (incl. the text attention mask); LayerNorm in
-        # fp16/bf16 still accumulates in fp32 inside the CUDA kernel.
-        self.device, self.dtype = torch.device(device), dtype
-        self.model.to(device=self.device, dtype=dtype)
-        self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
-        return self
-
-    @torch.inference_mode()
-    def encode_images(self, pixels: np.ndarray | torch.Tensor) -> ImageEmbeddings:
-        """uint8 (B, H, W, 3) -> raw and L2-normalised image embeddings, float32 (B, D), one forward."""
-        x = pixel_batch(pixels, self.image_size)
-        if x.shape[0] == 0:
-            empty = torch.zeros(0, self.embed_dim, device=self.device)
-            return ImageEmbeddings(raw=empty, normalized=empty)
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        x = (x - self._mean) / self._std  # normalise in fp32, then cast once
-        raw = self.model.encode_image(x.to(self.dtype)).float()
-        return ImageEmbeddings(raw=raw, normalized=l2_normalize(raw))
+    def _image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
