@@ -4,6 +4,9 @@
     curate ingest LAKE SOURCE [--source NAME] [--uri-column COL]
     curate profile LAKE [--spec SPEC] [--operators a,b,...] [--max-pixels N]
     curate score LAKE [--spec SPEC]
+    curate dedup LAKE [--spec SPEC]
+    curate search LAKE (--text T | --image PATH) [-k N] [--encoder NAME] [--json]
+    curate prune LAKE (--text T | --image PATH)... --reason R [--min-similarity S] [--apply]
     curate export LAKE --stage NAME [--out DIR] [--spec SPEC]
     curate status LAKE [--json]
     curate run SPEC
@@ -58,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lake")
     _runtime_args(p)
 
+    p = sub.add_parser("dedup", help="semantic dedup: k-NN graph, Leiden communities, one decision per item")
+    p.add_argument("lake")
+    _runtime_args(p)
+
+    for name, text in (("search", "cross-modal search: items nearest to a text or an image"),
+                       ("prune", "list (and with --apply record the removal of) communities hit by failure queries")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("lake")
+        p.add_argument("--text", action="append", default=[], help="a text query (repeatable for prune)")
+        p.add_argument("--image", action="append", default=[], help="an image path/uri query (repeatable for prune)")
+        p.add_argument("-k", type=int, default=10 if name == "search" else 50, help="neighbours per query")
+        p.add_argument("--encoder", help="embeddings/<encoder> to search (default: the only one)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _runtime_args(p)
+        if name == "prune":
+            p.add_argument("--reason", required=True, help="recorded with every removal")
+            p.add_argument("--min-similarity", type=float, default=0.3, help="hits below this are ignored")
+            p.add_argument("--level", type=int, default=0, help="community level (community_l<level>)")
+            p.add_argument("--apply", action="store_true", help="record the removals (default: only list them)")
+
     p = sub.add_parser("export", help="apply a stage's rules and dedup, write its Parquet manifest")
     p.add_argument("lake")
     p.add_argument("--stage", required=True, help="stage name defined in the spec")
@@ -95,6 +118,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "demo":
         return _demo(args)
+    if args.command in ("search", "prune"):
+        return _search(args, load_spec(args.spec))
     spec: JobSpec = load_spec(args.spec_path if args.command == "run" else args.spec)
     spec.runtime = dataclasses.replace(spec.runtime, address=args.address or spec.runtime.address,
                                        num_cpus=args.num_cpus or spec.runtime.num_cpus)
@@ -108,8 +133,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.max_pixels:
                 spec.profile.max_pixels = args.max_pixels
             spec.steps = [StepSpec("profile")]
-        elif args.command == "score":
-            spec.steps = [StepSpec("score")]
+        elif args.command in ("score", "dedup"):
+            spec.steps = [StepSpec(args.command)]
         elif args.command == "export":
             spec.steps = [StepSpec("export", stage=args.stage, out=args.out)]
     from curation.pipeline import run_job
@@ -138,6 +163,33 @@ def _demo(args: argparse.Namespace) -> int:
     summaries = run_job(spec)
     manifest = summaries[-1].notes.get("manifest")
     print(f"\nlake: {spec.lake}\nmanifest: {manifest}\ninspect: curate status {spec.lake}")
+    return 0
+
+
+def _search(args: argparse.Namespace, spec) -> int:
+    from curation.lake import Lake
+    from curation.search import VectorSearch, prune
+
+    queries = [("text", t) for t in args.text] + [("image", p) for p in args.image]
+    if not queries or (args.command == "search" and len(queries) != 1):
+        raise ValueError("give one --text or --image" if args.command == "search" else "give --text and/or --image queries")
+    search = VectorSearch.open(Lake(args.lake), spec.score.encoders, name=args.encoder)
+    if args.command == "search":
+        kind, value = queries[0]
+        table = search.text(value, args.k) if kind == "text" else search.image(value, args.k)
+    else:
+        table = prune(search, queries, k=args.k, min_similarity=args.min_similarity, level=args.level,
+                      reason=args.reason, apply=args.apply)
+    rows = table.to_pylist()
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str, ensure_ascii=False))
+        return 0
+    for r in rows:
+        print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+    if args.command == "prune":
+        communities = sorted({r["community"] for r in rows})
+        verb = "recorded as removals" if args.apply else "would be removed (add --apply to record)"
+        print(f"{len(rows)} items in {len(communities)} communities {verb}; reason: {args.reason!r}")
     return 0
 
 

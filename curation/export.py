@@ -30,6 +30,9 @@ from curation.summary import StepSummary
 
 POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags"]
 NEAR_DUPLICATE = "phash_near_duplicate"
+DUPLICATE = "duplicate"  # the lake's dedup decision (semantic + pHash groups)
+REMOVED = "removed"      # a recorded removal (takedown, query pruning)
+DEDUP, REMOVALS = "dedup", "removals"
 NOT_PROFILED = "profile: not profiled yet (run `curate profile`)"
 
 
@@ -40,6 +43,8 @@ class StageConfig:
     rules: RulesConfig = field(default_factory=RulesConfig)
     neardup: NearDupConfig = field(default_factory=NearDupConfig)
     buckets: BucketConfig = field(default_factory=BucketConfig)
+    apply_dedup: bool = True      # drop items the lake's `dedup` decision marks as duplicates
+    apply_removals: bool = True   # drop items recorded in `removals` (takedowns, query pruning)
 
 
 @dataclass
@@ -66,6 +71,16 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
                                  pc.if_else(missing, NOT_PROFILED, table["error"]))
     else:
         table = pool.append_column("error", pa.array([NOT_PROFILED] * pool.num_rows, pa.string()))
+    if stage.apply_dedup and lake.exists(DEDUP):
+        decisions = lake.read(DEDUP)
+        producers["dedup"] = _producer(lake, DEDUP)
+        table = _left_join(table, decisions.rename_columns(
+            {c: f"dedup_{c}" if c in ("keep", "group_id", "group_size") else c for c in decisions.column_names}), "id")
+    if stage.apply_removals and lake.exists(REMOVALS):
+        removals = lake.read(REMOVALS, columns=["id", "reason"]).group_by("id", use_threads=False).aggregate(
+            [("reason", "first")])
+        producers["removals"] = _producer(lake, REMOVALS)
+        table = _left_join(table, removals.rename_columns(["id", "removal_reason"]), "id")
     if lake.exists("scores"):
         scores = lake.read("scores").rename_columns({"error": "score_error"})
         producers["scores"] = _producer(lake, "scores")
@@ -78,6 +93,14 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     keep = np.asarray(result.keep, dtype=bool)
     reason = result.reason.to_pylist()
     removed = {k: v for k, v in result.removed_per_rule.items() if v}
+    # Lake-level decisions come after the stage's rules: a row keeps the first reason it failed.
+    for rule, mask in _decision_masks(table).items():
+        hit = keep & mask
+        if hit.any():
+            keep[hit] = False
+            for i in np.flatnonzero(hit):
+                reason[i] = rule
+            removed[rule] = int(hit.sum())
     dup_group = table["id"].to_pylist()
     if stage.neardup.enabled and "phash" in table.column_names and keep.any():
         idx = np.flatnonzero(keep)
@@ -95,6 +118,16 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     table = table.append_column("keep", pa.array(keep)).append_column("reason", pa.array(reason, pa.string()))
     table = table.append_column("dup_group", pa.array(dup_group, pa.string()))
     return Evaluation(table, removed, collapsed, producers)
+
+
+def _decision_masks(table: pa.Table) -> dict[str, np.ndarray]:
+    """rule name -> rows removed by the lake's recorded decisions (dedup, removals)."""
+    masks = {}
+    if "dedup_keep" in table.column_names:
+        masks[DUPLICATE] = ~np.asarray(table["dedup_keep"].fill_null(True).to_numpy(zero_copy_only=False), bool)
+    if "removal_reason" in table.column_names:
+        masks[REMOVED] = np.asarray(pc.is_valid(table["removal_reason"]).to_numpy(zero_copy_only=False), bool)
+    return masks
 
 
 def _left_join(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
@@ -125,7 +158,8 @@ def build_manifest(ev: Evaluation, stage: StageConfig) -> pa.Table:
     kept = kept.append_column("bucket_height", pa.array(np.asarray(bh, dtype=np.int32)))
     kept = kept.append_column("bucket_width", pa.array(np.asarray(bw, dtype=np.int32)))
     kept = kept.append_column("seq_len", pa.array(np.asarray(seq_len(bh, bw, stage.buckets), dtype=np.int32)))
-    profile_fields = [f for f in ev.table.schema if f.name not in ("keep", "reason", "dup_group", "uris")]
+    internal = {"keep", "reason", "dup_group", "uris", "dedup_keep", "dedup_group_size", "removal_reason"}
+    profile_fields = [f for f in ev.table.schema if f.name not in internal]
     return schemas.conform(kept, schemas.manifest_schema(profile_fields))
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from typing import Callable
 
+from curation.dedup import dedup
 from curation.export import export
 from curation.ingest.pool import ingest
 from curation.lake import Lake
@@ -28,6 +29,8 @@ def run_step(lake: Lake, spec: JobSpec, step: StepSpec) -> StepSummary:
         return profile(lake, spec.profile)
     if step.step == "score":
         return score(lake, spec.score)
+    if step.step == "dedup":
+        return dedup(lake, spec.dedup)
     if step.step == "export":
         return export(lake, step.stage, spec.stage(step.stage), out=step.out)
     raise ValueError(f"unknown step {step.step!r}")

@@ -77,6 +77,31 @@ def scores_schema(score_columns: Iterable[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def dedup_schema(levels: int) -> pa.Schema:
+    """Schema of `dedup`: one decision per pool id, merging exact, pHash and semantic groups."""
+    fields = [
+        ID,
+        field("group_id", pa.string(), "id of the group's keeper; equals id for items without duplicates"),
+        field("group_size", pa.int32(), "items in the duplicate group (pHash and semantic relations merged)"),
+        field("keep", pa.bool_(), "False: a duplicate of group_id, removed at export"),
+        field("dup_kind", pa.string(), "null, 'phash', 'semantic' or 'semantic+phash': which relations formed the group"),
+        field("exact_copies", pa.int32(), "uris with byte-identical content (collapsed into this id at ingest)"),
+    ]
+    fields += [field(f"community_l{i}", pa.string(), f"semantic community at Leiden level {i} (id of its smallest member); null without an embedding")
+               for i in range(levels)]
+    return pa.schema(fields)
+
+
+REMOVALS_SCHEMA = pa.schema([
+    ID,
+    field("reason", pa.string(), "why the item is removed (takedown, failure pruning, ...); export reports rule 'removed'"),
+    field("query", pa.string(), "the query that selected it ('text:...' / 'image:<path>'), or null"),
+    field("community", pa.string(), "the community that was pruned, or null"),
+    field("similarity", pa.float32(), "similarity of the hit that selected the community"),
+    field("decided_at", pa.string(), "UTC ISO-8601 time of the decision"),
+])
+
+
 def embeddings_schema(dim: int) -> pa.Schema:
     """Schema of `embeddings/<encoder>`: one L2-normalised float16 vector per id."""
     return pa.schema([ID, field("encoder", pa.string(), "encoder name"),

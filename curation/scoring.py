@@ -319,5 +319,7 @@ def _with_producer(batch: pa.Table, producer: str) -> pa.Table:
 def _embedding_rows(batch: pa.Table, encoder: str) -> pa.Table:
     """Rows with a vector only: failed images have no embedding to search."""
     batch = batch.filter(pc.is_valid(batch.column(f"embedding__{encoder}")))
-    return pa.table({"id": batch["id"], "encoder": pa.array([encoder] * batch.num_rows, pa.string()),
-                     "vector": batch.column(f"embedding__{encoder}")})
+    vectors = batch.column(f"embedding__{encoder}")
+    table = pa.table({"id": batch["id"], "encoder": pa.array([encoder] * batch.num_rows, pa.string()),
+                      "vector": vectors})
+    return schemas.conform(table, schemas.embeddings_schema(vectors.type.list_size))

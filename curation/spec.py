@@ -29,6 +29,7 @@ from typing import Literal
 import yaml
 
 from curation.configtools import ConfigError, from_dict
+from curation.dedup import DedupConfig
 from curation.export import StageConfig
 from curation.ingest.pool import IngestConfig
 from curation.profile import ProfileConfig
@@ -42,7 +43,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class StepSpec:
     """One step of a job. ingest uses source/name/uri_column; export uses stage/out."""
 
-    step: Literal["ingest", "profile", "score", "export"]
+    step: Literal["ingest", "profile", "score", "dedup", "export"]
     source: str | None = None
     name: str | None = None
     uri_column: str | None = None
@@ -57,6 +58,7 @@ class JobSpec:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 

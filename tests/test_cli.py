@@ -75,7 +75,7 @@ def test_spec_env_expansion_and_packaged_specs(monkeypatch):
     monkeypatch.setenv("CURATE_X", "/data")
     monkeypatch.delenv("CURATE_UNSET", raising=False)
     assert expand_env("${CURATE_X}/a ${CURATE_UNSET:-def} ${CURATE_UNSET}") == "/data/a def "
-    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "score", "export"]}
+    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "score", "dedup", "export"]}
     for name, expected in steps.items():
         spec = load_spec(packaged_spec_path(name))
         assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == expected
@@ -100,3 +100,24 @@ def test_missing_model_weights_fail_before_any_step(ray_session, tmp_path, capsy
     monkeypatch.setenv("CURATE_CLIP_L14", str(tmp_path / "missing.safetensors"))
     assert main(["score", str(tmp_path / "lake"), "--spec", packaged_spec_path("score.yaml")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_dedup_search_prune_commands(demo_lake, capsys, tmp_path):
+    import shutil
+
+    lake = str(tmp_path / "lake")
+    shutil.copytree(demo_lake["lake"], lake)
+    spec = packaged_spec_path("demo.yaml")
+    assert main(["dedup", lake, "--spec", spec]) == 0
+    assert "[dedup]" in capsys.readouterr().out
+    assert main(["search", lake, "--text", "a red car", "-k", "3", "--spec", spec, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3 and {"id", "uri", "similarity", "community_l0"} <= set(hits[0])
+    assert main(["prune", lake, "--image", hits[0]["uri"], "-k", "1", "--min-similarity", "0.5",
+                 "--reason", "failure case 7", "--spec", spec]) == 0
+    assert "would be removed (add --apply to record)" in capsys.readouterr().out
+    assert main(["prune", lake, "--image", hits[0]["uri"], "-k", "1", "--min-similarity", "0.5",
+                 "--reason", "failure case 7", "--spec", spec, "--apply"]) == 0
+    assert "recorded as removals" in capsys.readouterr().out
+    assert main(["search", lake, "--spec", spec]) == 2
+    assert "give one --text or --image" in capsys.readouterr().err

@@ -1,0 +1,242 @@
+"""Semantic dedup and multi-level structure: the `dedup` workflow (a global step, not per row).
+
+    embeddings/<encoder> -> k-NN graph (faiss / cuVS, sharded over Ray actors)
+        -> proximity graph: edges with similarity >= tau, symmetrised  -> graph_edges/<encoder>
+        -> connected components, then Leiden inside each (components fanned out to Ray tasks)
+        -> duplicate groups, merged with pHash near-duplicate groups (and exact copies: one pool
+           id already holds every uri of identical bytes) into ONE group per item
+        -> one keeper per group by the quality key (never by input order)
+        -> community ids at several Leiden resolutions over the whole k-NN graph (the
+           multi-level semantic structure used for balancing)               -> dedup
+
+Leiden is used instead of connected components alone because components chain: A~B~C with
+A and C far apart end up in one group (the field notes' 0.82-0.90 pairs at tau 0.9); Leiden
+splits such chains into their dense cores.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import schemas
+from curation.export import DEDUP
+from curation.lake import Lake
+from curation.neardup import choose_keepers, near_duplicate_groups
+from curation.summary import StepSummary
+from graph.communities import communities_by_component, connected_components
+from graph.knn import KnnResult, knn_graph, validate_vectors
+from graph.proximity import edges_table, proximity_edges, saturation_rate
+
+
+
+@dataclass
+class DedupConfig:
+    """dedup step options.
+
+    encoder: which `embeddings/<encoder>` table to use; None = the only one in the lake.
+    k: neighbours per item in the k-NN graph (the report uses 100; raise it if the summary's
+        saturation rate is high).
+    tau: cosine similarity at or above which two items are duplicates.
+    resolution: Leiden resolution inside duplicate components (higher = smaller groups).
+    levels: Leiden resolutions over the whole k-NN graph (edges >= level_tau), coarse to fine
+        or any order; one `community_l<i>` column each.
+    level_tau: minimum similarity of k-NN edges used for the levels.
+    backend: k-NN backend ("auto", "faiss-flat", "faiss-ivf", "faiss-hnsw", "cuvs-brute",
+        "cuvs-cagra"); leiden_backend: "auto", "graspologic", "cugraph" (igraph / leidenalg
+        are GPL and opt-in).
+    shards: >1 splits the index over that many Ray actors (data larger than one worker).
+    phash_max_distance: merge pHash near-duplicates within this many bits; None = off.
+    keep_by: quality key choosing each group's keeper ("column asc|desc"; `pixels` = w*h;
+        columns from profiles and scores; ties by id).
+    seed: Leiden seed.
+    """
+
+    encoder: str | None = None
+    k: int = 32
+    tau: float = 0.9
+    resolution: float = 1.0
+    levels: list[float] = field(default_factory=lambda: [0.05, 0.5])
+    level_tau: float = 0.5
+    backend: str = "auto"
+    leiden_backend: str = "auto"
+    shards: int = 1
+    phash_max_distance: int | None = 4
+    keep_by: list[str] = field(default_factory=lambda: ["aesthetic desc", "pixels desc", "clip_alignment desc"])
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.tau <= 1.0 or not -1.0 <= self.level_tau <= 1.0:
+            raise ValueError("tau and level_tau are cosine similarities in [-1, 1]")
+        if self.k < 1 or self.shards < 1:
+            raise ValueError("k and shards must be >= 1")
+
+
+@dataclass
+class DedupResult:
+    """In-memory result of `semantic_groups` (row numbers index the input vectors)."""
+
+    knn: KnnResult
+    src: np.ndarray
+    dst: np.ndarray
+    sim: np.ndarray
+    groups: np.ndarray  # int64[n]: duplicate community label (smallest row of the community)
+    levels: np.ndarray  # int64[n, len(cfg.levels)]
+    saturation: float
+
+
+def semantic_groups(vectors: np.ndarray, cfg: DedupConfig, *, knn: KnnResult | None = None,
+                    map_fn: Callable[[Callable, Iterable], Iterable] = map) -> DedupResult:
+    """Duplicate communities and levels of one vector set; pure apart from `map_fn` (pass a Ray
+    map to fan components out). `knn` may be given (e.g. from the sharded builder)."""
+    x = validate_vectors(vectors)
+    n = x.shape[0]
+    if knn is None:
+        knn = knn_graph(x, min(cfg.k, max(n - 1, 1)), backend=cfg.backend)
+    src, dst, sim = proximity_edges(knn.ids, knn.sims, cfg.tau)
+    groups = communities_by_component(n, src, dst, sim, [cfg.resolution], seed=cfg.seed,
+                                      backend=cfg.leiden_backend, map_fn=map_fn)[:, 0]
+    if cfg.levels:
+        lsrc, ldst, lsim = proximity_edges(knn.ids, knn.sims, cfg.level_tau)
+        levels = communities_by_component(n, lsrc, ldst, lsim, list(cfg.levels), seed=cfg.seed,
+                                          backend=cfg.leiden_backend, map_fn=map_fn)
+    else:
+        levels = np.zeros((n, 0), np.int64)
+    return DedupResult(knn, src, dst, sim, groups, levels, saturation_rate(knn.sims, cfg.tau) if n > 1 else 0.0)
+
+
+def ray_map(fn: Callable, items: Iterable, chunks: int | None = None) -> list:
+    """`map` over Ray tasks, items batched into a few chunks (one task per tiny component
+    would cost more in scheduling than the Leiden call itself)."""
+    import ray
+
+    from curation.runtime import cluster_cpus
+
+    items = list(items)
+    if not items:
+        return []
+    chunks = chunks or 4 * cluster_cpus()
+    size = -(-len(items) // chunks)
+    remote = ray.remote(_apply_chunk)
+    parts = ray.get([remote.remote(fn, items[i:i + size]) for i in range(0, len(items), size)])
+    return [r for part in parts for r in part]
+
+
+def _apply_chunk(fn: Callable, items: list) -> list:
+    return [fn(x) for x in items]
+
+
+def _embedding_table(lake: Lake, cfg: DedupConfig) -> tuple[str, pa.Table]:
+    tables = [t.split("/", 1)[1] for t in lake.tables() if t.startswith("embeddings/")]
+    if not tables:
+        raise ValueError(f"lake {lake.uri} has no embeddings: run `curate score` with an encoder first")
+    name = cfg.encoder or (tables[0] if len(tables) == 1 else None)
+    if name is None:
+        raise ValueError(f"several embedding tables {tables}: set dedup.encoder")
+    if name not in tables:
+        raise ValueError(f"no embeddings/{name} in the lake (have {tables})")
+    return name, lake.read(f"embeddings/{name}", columns=["id", "vector"])
+
+
+def _quality_table(lake: Lake) -> pa.Table:
+    """id + every profile and score column (for keep_by and pHash), one row per pool id."""
+    from curation.export import StageConfig, evaluate
+    from curation.neardup import NearDupConfig
+    from curation.rules import RulesConfig
+
+    neutral = StageConfig(rules=RulesConfig(drop_errors=False), neardup=NearDupConfig(enabled=False),
+                          apply_dedup=False, apply_removals=False)
+    table = evaluate(lake, neutral).table
+    return table.drop_columns([c for c in ("keep", "reason", "dup_group") if c in table.column_names])
+
+
+def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
+    """Run the workflow over the lake; write `dedup` (overwrite) and `graph_edges/<encoder>`."""
+    t0 = time.perf_counter()
+    name, emb = _embedding_table(lake, cfg)
+    ids = emb["id"].to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(emb["vector"]).to_numpy(zero_copy_only=False)
+    vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), -1) if len(ids) else np.zeros((0, 1), np.float32)
+    knn = None
+    if cfg.shards > 1 and len(ids) > 1:
+        from curation.vectors.sharded import sharded_knn_graph
+
+        knn = sharded_knn_graph(validate_vectors(vectors), min(cfg.k, len(ids) - 1), cfg.shards, backend=cfg.backend)
+    result = semantic_groups(vectors, cfg, knn=knn, map_fn=ray_map) if len(ids) else None
+    quality = _quality_table(lake)
+    table = decide(quality, ids, result, cfg)
+    edges = edges_table(result.src, result.dst, result.sim) if result else edges_table(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    edges = edges.append_column("src_id", pa.array(ids[edges["src"].to_numpy()] if len(ids) else [], pa.string()))
+    edges = edges.append_column("dst_id", pa.array(ids[edges["dst"].to_numpy()] if len(ids) else [], pa.string()))
+    producer = {"step": "dedup", "encoder": name, "k": cfg.k, "tau": cfg.tau, "resolution": cfg.resolution,
+                "levels": cfg.levels, "backend": cfg.backend, "leiden_backend": cfg.leiden_backend}
+    lake.write(f"graph_edges/{name}", edges, mode="overwrite", producer=producer)
+    lake.write(DEDUP, table, mode="overwrite", producer=producer)
+    removed = int(table.num_rows - pc.sum(table["keep"]).as_py()) if table.num_rows else 0
+    kinds = table.filter(pc.invert(table["keep"]))["dup_kind"].value_counts().to_pylist() if removed else []
+    return StepSummary("dedup", len(ids), table.num_rows - removed, time.perf_counter() - t0, notes={
+        "encoder": name, "edges": edges.num_rows,
+        "saturation_rate": round(result.saturation, 4) if result else 0.0,
+        "removed_by_kind": {k["values"]: k["counts"] for k in kinds},
+        "groups_with_duplicates": int(pc.sum(pc.greater(table["group_size"], 1)).as_py() or 0) if table.num_rows else 0,
+        **({"WARNING": f"saturation {result.saturation:.1%}: many items still have a neighbour >= tau at rank k; raise k"}
+           if result and result.saturation > 0.05 else {}),
+    })
+
+
+def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, cfg: DedupConfig) -> pa.Table:
+    """One decision per pool id: union of semantic and pHash duplicate relations, one keeper per
+    group by `cfg.keep_by`. Items without an embedding or hash are their own group."""
+    quality = quality.sort_by("id")
+    n = quality.num_rows
+    row_of = {v: i for i, v in enumerate(quality["id"].to_pylist())}
+    a_parts: list[np.ndarray] = []
+    b_parts: list[np.ndarray] = []
+    semantic = np.zeros(n, bool)
+    phashed = np.zeros(n, bool)
+    levels = np.full((n, len(cfg.levels)), None, object)  # community ids (representative item id)
+    if result is not None and len(emb_ids):
+        rows = np.array([row_of.get(i, -1) for i in emb_ids], np.int64)
+        present = rows >= 0
+        g = result.groups
+        # link every embedded row to its community's representative row
+        a, b = rows[present], rows[g[present]]
+        ok = b >= 0
+        a_parts.append(a[ok])
+        b_parts.append(b[ok])
+        semantic[a[ok & (a != b)]] = True
+        semantic[b[ok & (a != b)]] = True
+        if result.levels.size:
+            levels[rows[present]] = np.asarray(emb_ids, object)[result.levels[present]]
+    if cfg.phash_max_distance is not None and "phash" in quality.column_names:
+        pg = near_duplicate_groups(quality["phash"], cfg.phash_max_distance)
+        a_parts.append(np.arange(n))
+        b_parts.append(pg)
+        multi = np.bincount(pg, minlength=n)[pg] > 1
+        phashed[multi] = True
+    a = np.concatenate(a_parts) if a_parts else np.zeros(0, np.int64)
+    b = np.concatenate(b_parts) if b_parts else np.zeros(0, np.int64)
+    groups = connected_components(n, a, b)
+    keep_by = [k for k in cfg.keep_by if k.split()[0] in quality.column_names or k.split()[0] == "pixels"]
+    keep = choose_keepers(quality, groups, keep_by)
+    keeper = np.empty(n, np.int64)
+    keeper[groups[keep]] = np.flatnonzero(keep)
+    ids = quality["id"]
+    size = np.bincount(groups, minlength=n)[groups]
+    kind = np.where(semantic & phashed, "semantic+phash", np.where(semantic, "semantic", np.where(phashed, "phash", "")))
+    copies = pc.list_value_length(quality["uris"]).fill_null(1) if "uris" in quality.column_names else pa.array(np.ones(n, np.int32))
+    cols: dict[str, Any] = {
+        "id": ids, "group_id": ids.take(pa.array(keeper[groups])),
+        "group_size": pa.array(size.astype(np.int32)), "keep": pa.array(keep),
+        "dup_kind": pa.array([k or None for k in kind.tolist()], pa.string()),
+        "exact_copies": pa.array(np.asarray(copies, dtype=np.int32)),
+    }
+    for i in range(len(cfg.levels)):
+        cols[f"community_l{i}"] = pa.array(levels[:, i], pa.string())
+    return schemas.conform(pa.table(cols), schemas.dedup_schema(len(cfg.levels)))
