@@ -83,7 +83,8 @@ def run_size(n: int, args) -> dict:
     x, _, chain = make_embeddings(n, args.dim, seed=0)
     print(f"  generated in {time.perf_counter() - t0:.1f}s; peak RSS {peak_gib():.2f} GiB", flush=True)
 
-    cfg = DedupConfig(k=args.k, tau=TAU, levels=[], backend=args.backend)
+    params = {k: float(v) if "." in v else int(v) for k, v in (p.split("=", 1) for p in args.knn_params)}
+    cfg = DedupConfig(k=args.k, tau=TAU, levels=[], backend=args.backend, knn_params=params)
     t0 = time.perf_counter()
     result = semantic_groups(x, cfg)
     ours_s = time.perf_counter() - t0
@@ -143,6 +144,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--knn-params", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="k-NN backend parameters, e.g. ef_search=64 ef_construction=80")
     ap.add_argument("--exact-full-max", type=int, default=200_000, help="largest N run exactly in full")
     ap.add_argument("--exact-queries", type=int, default=20_000, help="sampled queries above that")
     ap.add_argument("--no-sd3", dest="sd3", action="store_false")

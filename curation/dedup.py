@@ -48,7 +48,8 @@ class DedupConfig:
         or any order; one `community_l<i>` column each.
     level_tau: minimum similarity of k-NN edges used for the levels.
     backend: k-NN backend ("auto", "faiss-flat", "faiss-ivf", "faiss-hnsw", "cuvs-brute",
-        "cuvs-cagra"); leiden_backend: "auto", "graspologic", "cugraph" (igraph / leidenalg
+        "cuvs-cagra"); knn_params: that backend's parameters (e.g. {ef_search: 64} for HNSW,
+        {nprobe: 32} for IVF; see graph.knn); leiden_backend: "auto", "graspologic", "cugraph" (igraph / leidenalg
         are GPL and opt-in).
     shards: >1 splits the index over that many Ray actors (data larger than one worker).
     phash_max_distance: merge pHash near-duplicates within this many bits; None = off.
@@ -64,6 +65,7 @@ class DedupConfig:
     levels: list[float] = field(default_factory=lambda: [0.05, 0.5])
     level_tau: float = 0.5
     backend: str = "auto"
+    knn_params: dict[str, Any] = field(default_factory=dict)
     leiden_backend: str = "auto"
     shards: int = 1
     phash_max_distance: int | None = 4
@@ -97,7 +99,7 @@ def semantic_groups(vectors: np.ndarray, cfg: DedupConfig, *, knn: KnnResult | N
     x = validate_vectors(vectors)
     n = x.shape[0]
     if knn is None:
-        knn = knn_graph(x, min(cfg.k, max(n - 1, 1)), backend=cfg.backend)
+        knn = knn_graph(x, min(cfg.k, max(n - 1, 1)), backend=cfg.backend, **cfg.knn_params)
     src, dst, sim = proximity_edges(knn.ids, knn.sims, cfg.tau)
     groups = communities_by_component(n, src, dst, sim, [cfg.resolution], seed=cfg.seed,
                                       backend=cfg.leiden_backend, map_fn=map_fn)[:, 0]
@@ -166,7 +168,8 @@ def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
     if cfg.shards > 1 and len(ids) > 1:
         from curation.vectors.sharded import sharded_knn_graph
 
-        knn = sharded_knn_graph(validate_vectors(vectors), min(cfg.k, len(ids) - 1), cfg.shards, backend=cfg.backend)
+        knn = sharded_knn_graph(validate_vectors(vectors), min(cfg.k, len(ids) - 1), cfg.shards,
+                                backend=cfg.backend, **cfg.knn_params)
     result = semantic_groups(vectors, cfg, knn=knn, map_fn=ray_map) if len(ids) else None
     quality = _quality_table(lake)
     table = decide(quality, ids, result, cfg)

@@ -56,6 +56,15 @@ def test_planted_groups_found_exactly():
     assert 0 <= res.saturation <= 1
 
 
+def test_backend_and_params_pass_through():
+    x, truth = _planted()
+    res = semantic_groups(x, DedupConfig(k=8, tau=0.9, levels=[], backend="faiss-hnsw",
+                                         knn_params={"M": 16, "ef_search": 32}))
+    assert ref.adjusted_rand(res.groups, truth) == pytest.approx(1.0)
+    with pytest.raises(TypeError):
+        semantic_groups(x, DedupConfig(k=8, backend="faiss-hnsw", knn_params={"nprobe": 4}))
+
+
 def test_chain_split_by_leiden_where_components_merge():
     x = _chain()
     cfg = DedupConfig(k=10, tau=0.9, levels=[])  # cliques ~1.0, bridges ~0.95, clique-to-clique ~0.8
