@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from graph.knn import KnnResult, knn_graph, make_index, recall_at_k
-
-
-def clustered(n=2000, d=32, centers=20, spread=0.35, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d))
-    c /= np.linalg.norm(c, axis=1, keepdims=True)
-    x = c[rng.integers(0, centers, n)] + spread * rng.normal(size=(n, d)) / np.sqrt(d)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from test_knn import clustered
 
 
 @pytest.fixture(scope="module")
