@@ -183,8 +183,8 @@ def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
     lake.write(DEDUP, table, mode="overwrite", producer=producer)
     removed = int(table.num_rows - pc.sum(table["keep"]).as_py()) if table.num_rows else 0
     kinds = table.filter(pc.invert(table["keep"]))["dup_kind"].value_counts().to_pylist() if removed else []
-    return StepSummary("dedup", len(ids), table.num_rows - removed, time.perf_counter() - t0, notes={
-        "encoder": name, "edges": edges.num_rows,
+    return StepSummary("dedup", table.num_rows, table.num_rows - removed, time.perf_counter() - t0, notes={
+        "encoder": name, "embedded": len(ids), "edges": edges.num_rows,
         "saturation_rate": round(result.saturation, 4) if result else 0.0,
         "removed_by_kind": {k["values"]: k["counts"] for k in kinds},
         "groups_with_duplicates": int(pc.sum(pc.greater(table["group_size"], 1)).as_py() or 0) if table.num_rows else 0,
