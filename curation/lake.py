@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -144,6 +145,23 @@ class Lake:
         import ray.data
 
         return ray.data.read_parquet(self.files(table, version), filesystem=self.fs, columns=columns)
+
+    def pending(self, source: str, columns: list[str], target: str, producer_column: str,
+                producer: str) -> tuple[pa.Table, str]:
+        """(rows of `source` still to process into `target`, write mode) for incremental steps.
+
+        Rows whose id `target` already holds from the same `producer` are skipped ("append"); if
+        `target` holds rows of another producer, everything is redone ("overwrite") so a
+        table never mixes producers.
+        """
+        rows = self.read(source, columns=columns)
+        if not self.exists(target):
+            return rows, "append"
+        done = self.read(target, columns=["id", producer_column])
+        same = done.filter(pc.equal(done[producer_column], producer))
+        if same.num_rows != done.num_rows:
+            return rows, "overwrite"
+        return rows.filter(pc.invert(pc.is_in(rows["id"], value_set=same["id"]))), "append"
 
     # ---- writing -----------------------------------------------------------------------
     def next_version(self, table: str) -> int:

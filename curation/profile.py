@@ -106,25 +106,14 @@ def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
     """
     import ray.data
 
-    from curation.runtime import cluster_cpus
+    from curation.runtime import cluster_cpus, split_blocks
 
     t0 = time.perf_counter()
     runner = ProfileRunner(cfg.operators, cfg.max_pixels)
-    pool = lake.read("pool", columns=POOL_COLUMNS)
-    mode = "append"
-    todo = pool
-    if lake.exists(PROFILES):
-        done = lake.read(PROFILES, columns=["id", "profile_producer"])
-        same = done.filter(pc.equal(done["profile_producer"], runner.producer))
-        if same.num_rows == done.num_rows:
-            todo = pool.filter(pc.invert(pc.is_in(pool["id"], value_set=same["id"])))
-        else:
-            mode = "overwrite"
+    todo, mode = lake.pending("pool", POOL_COLUMNS, PROFILES, "profile_producer", runner.producer)
     if todo.num_rows == 0:
         return StepSummary("profile", 0, 0, time.perf_counter() - t0, notes={"up_to_date": True})
-    # Blocks sized so both CPUs stay busy on small pools and batches stay bounded on big ones.
-    per_block = max(1, min(cfg.batch_size * 8, -(-todo.num_rows // (4 * cluster_cpus()))))
-    blocks = [todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)]
+    blocks = split_blocks(todo, max_rows=cfg.batch_size * 8, parallelism=4 * cluster_cpus())
     ds = ray.data.from_arrow(blocks).map_batches(
         _profile_batch, fn_kwargs={"operator_names": cfg.operators, "max_pixels": cfg.max_pixels},
         batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=1)

@@ -76,3 +76,11 @@ def cluster_cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def split_blocks(table, max_rows: int, parallelism: int) -> list:
+    """Slices of `table` for `ray.data.from_arrow`: at most `max_rows` each, and at least
+    `parallelism` of them when there are enough rows, so every CPU gets work on small inputs
+    and batches stay bounded on big ones."""
+    per_block = max(1, min(max_rows, -(-table.num_rows // max(1, parallelism))))
+    return [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]

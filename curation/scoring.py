@@ -32,7 +32,7 @@ from curation.lake import Lake
 from curation.summary import StepSummary, error_kinds
 from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, DecodePlan, decode_pixels, open_header
 from operators.models.encoders import (
-    EncoderConfig, check_encoder_weights, encoder_identity, image_geometry, load_encoder,
+    EncoderConfig, check_encoder_weights, encoder_dtype, encoder_identity, image_geometry, load_encoder,
 )
 from operators.models.heads import HeadConfig, check_head_weights, head_identity, load_head
 
@@ -162,25 +162,22 @@ class Scorer:
     def __init__(self, cfg: ScoreConfig, heads: list[HeadConfig] | None = None):
         import torch
 
-        self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.torch_threads or 1)
         self.cfg = cfg
         self.encoders = {}
         for enc_cfg in cfg.encoders:
-            enc = load_encoder(enc_cfg)
-            dtype = _dtype(torch, enc_cfg.precision, self.device)
-            self.encoders[enc_cfg.name] = enc.to(self.device, dtype)
+            self.encoders[enc_cfg.name] = load_encoder(enc_cfg).to(self.device, encoder_dtype(enc_cfg, self.device))
         self.heads = []
         for head_cfg in heads if heads is not None else cfg.heads:
             head = load_head(head_cfg, in_dim=self.encoders[head_cfg.encoder].embed_dim)
             if head is not None:
                 self.heads.append((head_cfg.encoder, head.to(self.device)))
-        self.forwards = {name: 0 for name in self.encoders}  # image forward passes, for tests
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        torch = self.torch
+        import torch
+
         ids, errors = batch["id"], _strings(batch["error"])
         ok = np.array([e is None for e in errors], dtype=bool)
         n = len(ids)
@@ -189,9 +186,7 @@ class Scorer:
         if ok.any():
             with torch.inference_mode():
                 for name, enc in self.encoders.items():
-                    emb = enc.encode_images(batch[_pixel_column(name)][ok])
-                    self.forwards[name] += 1
-                    embeddings[name] = emb
+                    embeddings[name] = enc.encode_images(batch[_pixel_column(name)][ok])
                 for enc_name, head in self.heads:
                     scores = np.full(n, np.nan, np.float32)
                     scores[ok] = head.score(embeddings[enc_name]).float().cpu().numpy()
@@ -230,14 +225,6 @@ def _strings(values: np.ndarray) -> list[str | None]:
     return [v if isinstance(v, str) and v else None for v in values]
 
 
-def _dtype(torch, precision: str, device) -> Any:
-    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.float16
-
-
 def producer_of(cfg: ScoreConfig, heads: list[HeadConfig]) -> str:
     """Provenance without loading models: encoder and head identities (weight-file hashes)."""
     parts = [encoder_identity(e) for e in cfg.encoders]
@@ -253,22 +240,14 @@ def score(lake: Lake, cfg: ScoreConfig) -> StepSummary:
     import ray
     import ray.data
 
-    from curation.runtime import cluster_cpus
+    from curation.runtime import cluster_cpus, split_blocks
 
     t0 = time.perf_counter()
     heads, skipped = preflight(cfg)  # before any work: a missing weight fails here
     if not cfg.encoders:
         return StepSummary("score", 0, 0, 0.0, notes={"skipped": "no encoders configured"})
     producer = producer_of(cfg, heads)
-    pool = lake.read("pool", columns=POOL_COLUMNS)
-    todo, mode = pool, "append"
-    if lake.exists(SCORES):
-        done = lake.read(SCORES, columns=["id", "score_producer"])
-        same = done.filter(pc.equal(done["score_producer"], producer))
-        if same.num_rows == done.num_rows:
-            todo = pool.filter(pc.invert(pc.is_in(pool["id"], value_set=same["id"])))
-        else:
-            mode = "overwrite"
+    todo, mode = lake.pending("pool", POOL_COLUMNS, SCORES, "score_producer", producer)
     random_models = [e.name for e in cfg.encoders if e.random and not e.pretrained] + \
                     [h.name for h in heads if h.random and not h.weights]
     notes: dict[str, Any] = {"mode": mode}
@@ -282,8 +261,7 @@ def score(lake: Lake, cfg: ScoreConfig) -> StepSummary:
     preps = {e.name: image_geometry(e) for e in cfg.encoders}
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = cfg.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
-    per_block = max(1, min(cfg.batch_size * 4, -(-todo.num_rows // (2 * cluster_cpus()))))
-    blocks = [todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)]
+    blocks = split_blocks(todo, max_rows=cfg.batch_size * 4, parallelism=2 * cluster_cpus())
     actor_args: dict[str, Any] = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     ds = (ray.data.from_arrow(blocks)
           .map_batches(prepare_batch, batch_format="pyarrow", batch_size=None, num_cpus=1,

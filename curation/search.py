@@ -13,6 +13,7 @@ with the reason; export drops them (rule "removed"). Nothing is deleted.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,14 +92,19 @@ class VectorSearch:
         ok = rows >= 0
         hits = pa.table({"id": pa.array(self.ids[rows[ok]], pa.string()),
                          "similarity": pa.array(sims[ok], pa.float32())})
-        pool = self.lake.read("pool", columns=["id", "uri"])
-        hits = hits.join(pool, "id", join_type="left outer", use_threads=False)
+        hits = hits.join(self._details, "id", join_type="left outer", use_threads=False)
+        return hits.sort_by([("similarity", "descending"), ("id", "ascending")])
+
+    @functools.cached_property
+    def _details(self) -> pa.Table:
+        """id -> uri (+ group and community ids): read once, not per query."""
+        details = self.lake.read("pool", columns=["id", "uri"])
         if self.lake.exists(DEDUP):
             dedup = self.lake.read(DEDUP)
             levels = [c for c in dedup.column_names if c.startswith("community_l")]
-            hits = hits.join(dedup.select(["id", "group_id", *levels]), "id", join_type="left outer", use_threads=False)
-        return hits.sort_by([("similarity", "descending"), ("id", "ascending")])
-
+            details = details.join(dedup.select(["id", "group_id", *levels]), "id", join_type="left outer",
+                                   use_threads=False)
+        return details
 
 def prune(search: VectorSearch, queries: list[tuple[str, str]], *, k: int = 50, min_similarity: float = 0.3,
           level: int = 0, reason: str, apply: bool = False) -> pa.Table:

@@ -46,7 +46,7 @@ class IngestConfig:
 def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
     import ray.data
 
-    from curation.runtime import cluster_cpus
+    from curation.runtime import cluster_cpus, split_blocks
 
     if not cfg.source:
         raise ValueError("ingest needs a source (a directory, a table file or .tar shards)")
@@ -55,8 +55,7 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
     kind, candidates = discover(cfg.source, cfg.uri_column)
     rows = INGESTED_SCHEMA.empty_table()
     if candidates.num_rows:
-        per_block = max(1, min(cfg.batch_size, -(-candidates.num_rows // (2 * cluster_cpus()))))
-        blocks = [candidates.slice(i, per_block) for i in range(0, candidates.num_rows, per_block)]
+        blocks = split_blocks(candidates, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())
         ds = ray.data.from_arrow(blocks).map_batches(
             hash_batch, fn_kwargs={"source": name}, batch_format="pyarrow", batch_size=None)
         parts = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
