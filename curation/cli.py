@@ -8,6 +8,10 @@
     curate search LAKE (--text T | --image PATH) [-k N] [--encoder NAME] [--json]
     curate prune LAKE (--text T | --image PATH)... --reason R [--min-similarity S] [--apply]
     curate export LAKE --stage NAME [--out DIR] [--spec SPEC]
+    curate kg build LAKE (--xml DUMP | --page DUMP --pagelinks DUMP [--linktarget DUMP] [--redirect DUMP])
+                         [--pagerank-percentile P] [--min-pagerank S] [--judgments FILE] [--no-rules]
+    curate kg augment LAKE [--prompts FILE] [--trending FILE] [--levels K1,K2,...]
+    curate kg weights LAKE
     curate status LAKE [--json]
     curate run SPEC
 
@@ -87,6 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write manifest.parquet and _manifest.json to this directory")
     _runtime_args(p)
 
+    kg = sub.add_parser("kg", help="world knowledge graph: build from Wikipedia dumps, augment, sample weights")
+    kg_sub = kg.add_subparsers(dest="kg_command", required=True)
+    p = kg_sub.add_parser("build", help="Wikipedia dumps -> articles, links, aliases, PageRank, pruning -> kg_nodes/kg_edges")
+    p.add_argument("lake")
+    p.add_argument("--xml", help="pages-articles XML export (.xml, .xml.gz, .xml.bz2)")
+    for table in ("page", "pagelinks", "linktarget", "redirect"):
+        p.add_argument(f"--{table}", help=f"the `{table}` SQL dump (.sql, .sql.gz, .sql.bz2)")
+    p.add_argument("--pagerank-percentile", type=float, help="drop articles below this PageRank percentile (e.g. 10)")
+    p.add_argument("--min-pagerank", type=float, help="drop articles with PageRank below this (scores sum to 1)")
+    p.add_argument("--judgments", help="generatability judgments file (CSV / JSONL / Parquet: title, generatable[, reason])")
+    p.add_argument("--no-rules", action="store_true", help="skip the title rules (disambiguation, lists, years, dates)")
+    p.add_argument("--spec", help="job spec YAML with a `kg:` section (command-line options override it)")
+    p = kg_sub.add_parser("augment", help="taxonomy from the pool's tags, prompt-log boosts, trending concepts")
+    p.add_argument("lake")
+    p.add_argument("--prompts", help="prompt log: text (one per line) or Parquet/CSV/JSONL with a `prompt` column")
+    p.add_argument("--trending", help="trending concepts: one per line, optional tab + boost factor")
+    p.add_argument("--levels", help="taxonomy clusters per level, bottom-up, e.g. 64,8")
+    p.add_argument("--spec", help="job spec YAML with a `kg:` section")
+    p = kg_sub.add_parser("weights", help="one BM25 x hierarchy sampling weight per pool item -> `weights`")
+    p.add_argument("lake")
+    p.add_argument("--spec", help="job spec YAML with a `kg:` section")
+
     p = sub.add_parser("status", help="list the lake's tables, versions, row counts and producers")
     p.add_argument("lake")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -120,6 +146,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _demo(args)
     if args.command in ("search", "prune"):
         return _search(args, load_spec(args.spec))
+    if args.command == "kg":
+        return _kg(args, load_spec(args.spec))
     spec: JobSpec = load_spec(args.spec_path if args.command == "run" else args.spec)
     spec.runtime = dataclasses.replace(spec.runtime, address=args.address or spec.runtime.address,
                                        num_cpus=args.num_cpus or spec.runtime.num_cpus)
@@ -143,10 +171,43 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kg(args: argparse.Namespace, spec) -> int:
+    from curation.pipeline import run_job
+    from curation.spec import StepSpec
+
+    spec.lake = args.lake
+    if args.kg_command == "build":
+        b = spec.kg.build
+        if args.xml or args.page or args.pagelinks:
+            b.xml, b.page, b.pagelinks = args.xml, args.page, args.pagelinks
+            b.linktarget, b.redirect = args.linktarget, args.redirect
+        if args.pagerank_percentile is not None:
+            b.prune.pagerank_percentile = args.pagerank_percentile
+        if args.min_pagerank is not None:
+            b.prune.min_pagerank = args.min_pagerank
+        if args.judgments:
+            b.prune.judgments_file = args.judgments
+        if args.no_rules:
+            b.prune.rules = False
+        b.prune.__post_init__()
+    elif args.kg_command == "augment":
+        a = spec.kg.augment
+        a.prompts = args.prompts or a.prompts
+        a.trending = args.trending or a.trending
+        if args.levels:
+            a.taxonomy.levels = [int(k) for k in args.levels.split(",") if k.strip()]
+            a.taxonomy.__post_init__()
+    spec.steps = [StepSpec(f"kg-{args.kg_command}")]
+    spec.validate()
+    run_job(spec)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from curation.pipeline import run_job
     from curation.spec import load_spec, packaged_spec_path
     from curation.synth import make_demo_corpus
+    from curation.synth.wiki import write_demo_wiki
 
     workdir = os.path.abspath(args.workdir)
     corpus_dir = os.path.join(workdir, "corpus")
@@ -157,6 +218,7 @@ def _demo(args: argparse.Namespace) -> int:
         info = make_demo_corpus(corpus_dir, n_images=args.images, seed=0)
         print(f"demo corpus: {len(info.files)} files in {corpus_dir} ({time.perf_counter() - t0:.1f}s), "
               f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
+    write_demo_wiki(os.path.join(workdir, "wiki"))
     os.environ["CURATE_DEMO_DIR"] = workdir
     spec = load_spec(packaged_spec_path("demo.yaml"))
     spec.runtime = dataclasses.replace(spec.runtime, address=args.address, num_cpus=args.num_cpus)

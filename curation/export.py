@@ -87,6 +87,9 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         table = _left_join(table, scores.drop_columns(["score_producer"]), "id")
         table = table.set_column(table.schema.get_field_index("error"), "error",
                                  pc.coalesce(table["error"], table["score_error"])).drop_columns(["score_error"])
+    if lake.exists("weights"):  # the knowledge graph's sampling weight travels to the manifest
+        producers["weights"] = _producer(lake, "weights")
+        table = _left_join(table, lake.read("weights", columns=["id", "weight"]), "id")
     table = table.sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)

@@ -9,6 +9,7 @@ from typing import Callable
 from curation.dedup import dedup
 from curation.export import export
 from curation.ingest.pool import ingest
+from curation.kg import kg_augment, kg_build, kg_weights
 from curation.lake import Lake
 from curation.profile import profile
 from curation.runtime import init_ray
@@ -33,6 +34,12 @@ def run_step(lake: Lake, spec: JobSpec, step: StepSpec) -> StepSummary:
         return dedup(lake, spec.dedup)
     if step.step == "export":
         return export(lake, step.stage, spec.stage(step.stage), out=step.out)
+    if step.step == "kg-build":
+        return kg_build(lake, spec.kg.build)
+    if step.step == "kg-augment":
+        return kg_augment(lake, spec.kg.augment)
+    if step.step == "kg-weights":
+        return kg_weights(lake, spec.kg.weights)
     raise ValueError(f"unknown step {step.step!r}")
 
 
@@ -41,8 +48,12 @@ def run_job(spec: JobSpec, printer: Callable[[str], None] = print) -> list[StepS
     spec.validate()
     if any(s.step == "score" for s in spec.steps):
         preflight(spec.score)  # a missing weight file fails here, before any step runs
-    session = init_ray(spec.runtime)
-    printer(f"ray: {session['nodes']} node(s), {session['cpus']} CPU(s), {session['gpus']} GPU(s); lake: {spec.lake}")
+    # the knowledge-graph steps run in this process: no Ray session needed for them alone
+    if any(not s.step.startswith("kg-") for s in spec.steps):
+        session = init_ray(spec.runtime)
+        printer(f"ray: {session['nodes']} node(s), {session['cpus']} CPU(s), {session['gpus']} GPU(s); lake: {spec.lake}")
+    else:
+        printer(f"lake: {spec.lake}")
     lake = Lake(spec.lake)
     summaries = []
     for step in spec.steps:

@@ -12,6 +12,9 @@ A spec names a lake, the runtime, step options, the training stages, and the ste
       - {step: profile}
       - {step: score}            # encoders and heads from the `score:` section
       - {step: export, stage: lowres, out: ./out/lowres}
+      - {step: kg-build}         # dumps and pruning from the `kg.build` section
+      - {step: kg-augment}       # taxonomy from the pool's tags, prompt log, trending list
+      - {step: kg-weights}       # one sampling weight per pool item -> `weights`
 
 `${VAR}` and `${VAR:-default}` are expanded from the environment before parsing. Unknown keys
 and wrong types are errors naming the key path. The same spec runs on an embedded local Ray
@@ -32,6 +35,7 @@ from curation.configtools import ConfigError, from_dict
 from curation.dedup import DedupConfig
 from curation.export import StageConfig
 from curation.ingest.pool import IngestConfig
+from curation.kg import KgConfig
 from curation.profile import ProfileConfig
 from curation.runtime import RuntimeConfig
 from curation.scoring import ScoreConfig
@@ -43,7 +47,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class StepSpec:
     """One step of a job. ingest uses source/name/uri_column; export uses stage/out."""
 
-    step: Literal["ingest", "profile", "score", "dedup", "export"]
+    step: Literal["ingest", "profile", "score", "dedup", "export", "kg-build", "kg-augment", "kg-weights"]
     source: str | None = None
     name: str | None = None
     uri_column: str | None = None
@@ -59,6 +63,7 @@ class JobSpec:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    kg: KgConfig = field(default_factory=KgConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 
@@ -75,6 +80,11 @@ class JobSpec:
         for i, s in enumerate(self.steps):
             if s.step == "ingest" and not (s.source or self.ingest.source):
                 raise ConfigError(f"steps[{i}]: ingest needs a source")
+            if s.step == "kg-build":
+                try:
+                    self.kg.build.validate()
+                except ValueError as exc:
+                    raise ConfigError(f"steps[{i}]: {exc}") from None
             if s.step == "export":
                 if not s.stage:
                     raise ConfigError(f"steps[{i}]: export needs a stage")

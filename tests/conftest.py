@@ -39,7 +39,10 @@ def demo_lake(ray_session, demo_corpus, tmp_path_factory):
     from curation.pipeline import run_job
     from curation.spec import load_spec, packaged_spec_path
 
+    from curation.synth.wiki import write_demo_wiki
+
     workdir = tmp_path_factory.mktemp("demo-run")
+    write_demo_wiki(workdir / "wiki")
     os.environ["CURATE_DEMO_DIR"] = str(workdir)
     spec = load_spec(packaged_spec_path("demo.yaml"))
     spec.steps[0].source = str(demo_corpus.root)

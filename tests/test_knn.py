@@ -180,7 +180,15 @@ def test_ivf_params_are_recorded(data):
     index = make_index("faiss-ivf")
     index.add(data)
     p = index.params
-    assert p["nlist"] == 2000 // 39 and p["nprobe"] == 16 and p["train_size"] == 2000
+    assert p["nlist"] == 2 and p["nprobe"] == 2 and p["train_size"] == 128 and p["batch_search"]
+
+
+def test_ivf_list_by_list_batch_search_equals_per_query_search(data):
+    # 2000 queries >= 4 x 16 lists: the batch path runs; it must give the per-query answer
+    batched = knn_graph(data, 10, backend="faiss-ivf", nlist=16, nprobe=4)
+    single = knn_graph(data, 10, backend="faiss-ivf", nlist=16, nprobe=4, batch_search=False)
+    assert (batched.ids == single.ids).mean() > 0.999
+    np.testing.assert_allclose(batched.sims, single.sims, atol=1e-5)
 
 
 def test_unknown_backend_parameter_is_an_error():
@@ -237,7 +245,7 @@ def test_knn_graph_rejects_bad_input():
 def test_choose_backend_rules():
     assert choose_backend(10, gpu=False) == "faiss-flat"
     assert choose_backend(50_000, gpu=False) == "faiss-flat"
-    assert choose_backend(50_001, gpu=False) == "faiss-hnsw"
+    assert choose_backend(50_001, gpu=False) == "faiss-ivf"
     assert choose_backend(1_000_000, gpu=True) == "cuvs-brute"
     assert choose_backend(1_000_001, gpu=True) == "cuvs-cagra"
     assert choose_backend(10, gpu=False, override="faiss-hnsw") == "faiss-hnsw"

@@ -87,8 +87,9 @@ def choose_backend(n: int, gpu: bool | None = None, override: str | None = None)
     gpu: True = GPU k-NN is usable where the index will run (trusted, not probed: e.g. a
         driver planning for GPU workers); False = it is not; None = probe this process.
     Automatic: GPU -> "cuvs-brute" for n <= 1,000,000, else "cuvs-cagra";
-    CPU -> "faiss-flat" for n <= 50,000, else "faiss-hnsw" (on 100k x 512 clustered vectors,
-    2 cores: HNSW 19 s at recall@16 0.999 vs IVF 39 s at 0.9997; see graph/knn/__init__.py).
+    CPU -> "faiss-flat" for n <= 50,000, else "faiss-ivf" (lists of ~1000 searched list by
+    list: linear in n; on 1M x 512, 2 cores, ~130 s at recall@16 0.994 vs HNSW ~500 s at
+    0.99; see graph/knn/__init__.py).
     """
     if override is not None and override != "auto":
         if override not in BACKENDS:
@@ -105,7 +106,7 @@ def choose_backend(n: int, gpu: bool | None = None, override: str | None = None)
         gpu = gpu_knn_missing() is None
     if gpu:
         return "cuvs-brute" if n <= GPU_EXACT_MAX else "cuvs-cagra"
-    return "faiss-flat" if n <= CPU_EXACT_MAX else "faiss-hnsw"
+    return "faiss-flat" if n <= CPU_EXACT_MAX else "faiss-ivf"
 
 
 def make_index(name: str, **params) -> KnnIndex:

@@ -1,0 +1,198 @@
+"""Knowledge-graph steps over the lake: `kg build`, `kg augment`, `kg weights`.
+
+- build: Wikipedia dumps (SQL `page` + `pagelinks` [+ `linktarget`, `redirect`], or the XML
+  export) -> articles, links and aliases -> PageRank -> pruning -> `kg_nodes`, `kg_edges`.
+- augment: the pool's tags (tags column, else tag-style captions) -> taxonomy of named
+  parents attached to the graph; prompt-log boosts and trending concepts -> new versions of
+  `kg_nodes` / `kg_edges`. Re-running replaces the previous taxonomy, boosts and trending nodes
+  (they are derived), the Wikipedia part is kept as built.
+- weights: every pool item -> one `weights` row (BM25 x hierarchy x boost; graph.kg.weights).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from curation.lake import Lake
+from curation.schemas import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, WEIGHTS_SCHEMA, conform
+from curation.summary import StepSummary
+from graph.kg.model import KnowledgeGraph
+from graph.kg.prune import PruneConfig, prune
+from graph.kg.taxonomy import TaxonomyConfig
+from graph.kg.weights import WeightConfig
+from operators.models.encoders import EncoderConfig
+
+KG_NODES, KG_EDGES, WEIGHTS = "kg_nodes", "kg_edges", "weights"
+
+
+@dataclass
+class KgBuildConfig:
+    """Dump files (paths or URIs readable locally; .gz / .bz2 streamed): either `xml` (the
+    pages-articles export) or `page` + `pagelinks` (+ `linktarget` for the current pagelinks
+    schema, + `redirect` for aliases). damping / tol / pagerank_backend: PageRank (tol is the
+    L1 change of the whole score vector). prune: PageRank and generatability pruning."""
+
+    page: str | None = None
+    pagelinks: str | None = None
+    linktarget: str | None = None
+    redirect: str | None = None
+    xml: str | None = None
+    damping: float = 0.85
+    tol: float = 1e-9
+    pagerank_backend: str = "auto"
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def validate(self) -> None:
+        if bool(self.xml) == bool(self.page or self.pagelinks):
+            raise ValueError("kg.build: give either `xml` or `page` + `pagelinks` dump files")
+        if not self.xml and not (self.page and self.pagelinks):
+            raise ValueError("kg.build: the SQL build needs both `page` and `pagelinks`")
+
+
+@dataclass
+class KgAugmentConfig:
+    """embedder: text embedder for tags and titles: 'hashing' (offline, surface forms) or
+    'encoder' (the text tower of `encoder`). taxonomy: hierarchical k-means options.
+    max_tag_words: longest phrase of a tag-style caption counted as a tag. prompts: a prompt
+    log (text, one per line, or Parquet/CSV/JSONL with `prompt_column`); prompt_alpha: boost
+    = 1 + alpha·ln(1 + prompts mentioning the node). trending: a list of concepts (one per
+    line, optional tab + factor); trending_factor: their default boost."""
+
+    embedder: str = "hashing"
+    encoder: EncoderConfig | None = None
+    taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
+    max_tag_words: int = 4
+    prompts: str | None = None
+    prompt_column: str = "prompt"
+    prompt_alpha: float = 1.0
+    trending: str | None = None
+    trending_factor: float = 2.0
+
+    def embed(self):
+        from graph.kg.textembed import EncoderEmbedder, HashingEmbedder
+
+        if self.embedder == "hashing":
+            return HashingEmbedder()
+        if self.embedder == "encoder":
+            if self.encoder is None:
+                raise ValueError("kg.augment.embedder 'encoder' needs kg.augment.encoder (an encoder config)")
+            return EncoderEmbedder(self.encoder)
+        raise ValueError(f"kg.augment.embedder must be 'hashing' or 'encoder', got {self.embedder!r}")
+
+
+@dataclass
+class KgConfig:
+    build: KgBuildConfig = field(default_factory=KgBuildConfig)
+    augment: KgAugmentConfig = field(default_factory=KgAugmentConfig)
+    weights: WeightConfig = field(default_factory=WeightConfig)
+
+
+def load_graph(lake: Lake) -> tuple[KnowledgeGraph, int]:
+    """The lake's knowledge graph and the `kg_nodes` version it came from."""
+    if not lake.exists(KG_NODES):
+        raise ValueError(f"lake {lake.uri} has no knowledge graph: run `curate kg build` first")
+    version = lake.versions(KG_NODES)[-1]
+    return KnowledgeGraph.from_tables(lake.read(KG_NODES), lake.read(KG_EDGES)), version
+
+
+def _write_graph(lake: Lake, kg: KnowledgeGraph, producer: dict) -> None:
+    lake.write(KG_EDGES, conform(kg.edges_table(), KG_EDGES_SCHEMA), mode="overwrite", producer=producer)
+    lake.write(KG_NODES, conform(kg.nodes_table(), KG_NODES_SCHEMA), mode="overwrite", producer=producer)
+
+
+def kg_build(lake: Lake, cfg: KgBuildConfig) -> StepSummary:
+    from graph.kg.pagerank import pagerank
+    from graph.kg.wikipedia import build_from_sql, build_from_xml
+
+    cfg.validate()
+    t0 = time.perf_counter()
+    if cfg.xml:
+        kg = build_from_xml(cfg.xml)
+        files = [cfg.xml]
+    else:
+        kg = build_from_sql(cfg.page, cfg.pagelinks, redirect=cfg.redirect, linktarget=cfg.linktarget)
+        files = [f for f in (cfg.page, cfg.pagelinks, cfg.linktarget, cfg.redirect) if f]
+    parsed = time.perf_counter() - t0
+    pr = pagerank(kg.n, kg.link_src, kg.link_dst, damping=cfg.damping, tol=cfg.tol, backend=cfg.pagerank_backend)
+    kg.attrs["pagerank"] = pr.scores
+    pruned = prune(kg, cfg.prune, scores=pr.scores)
+    producer = {"step": "kg build", "dumps": [Path(f).name for f in files], "damping": cfg.damping,
+                "tol": cfg.tol, "pagerank_backend": pr.backend}
+    _write_graph(lake, kg, producer)
+    return StepSummary("kg build", kg.n, pruned["kept"], time.perf_counter() - t0, notes={
+        "articles": kg.n, "links": len(kg.link_src), "aliases": len(kg.alias_node),
+        "parse_seconds": round(parsed, 1),
+        "pagerank": f"{pr.backend}, {pr.iterations if pr.iterations is not None else '?'} iterations, "
+                    f"L1 change {pr.l1_change:.2e}"
+                    + ("" if pr.converged else " (NOT converged: raise max_iter or tol)"),
+        "dropped": pruned["dropped"],
+    })
+
+
+def pool_tags(lake: Lake, max_words: int = 4) -> tuple[pa.Array, list[list[str]]]:
+    """(pool ids, one tag list per item): the tags column, else a tag-style caption's tags."""
+    from graph.kg.tags import sample_tags
+
+    if not lake.exists("pool"):
+        raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
+    pool = lake.read("pool", columns=["id", "tags", "caption"])
+    return pool["id"], sample_tags(pool["tags"], pool["caption"], max_words)
+
+
+def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
+    from graph.kg.prompts import add_trending, apply_prompt_boost, count_prompts, read_prompt_log
+    from graph.kg.taxonomy import augment_with_taxonomy
+    from graph.kg.weights import TagMapper, tag_counts
+
+    t0 = time.perf_counter()
+    kg, version = load_graph(lake)
+    kg = kg.without_derived()
+    ids, tags = pool_tags(lake, cfg.max_tag_words)
+    counter = Counter(t for row in tags for t in row)
+    embed = cfg.embed()
+    mapper = TagMapper(kg)
+    taxonomy = augment_with_taxonomy(kg, list(counter), np.fromiter(counter.values(), np.int64, len(counter)),
+                                     cfg.taxonomy, embed, source=f"taxonomy:pool@kg_nodes v{version}",
+                                     match=lambda ts: mapper.map(ts).node)
+    notes: dict = {"samples_with_tags": sum(1 for row in tags if row), "distinct_tags": taxonomy["tags"],
+                   "tags_matched_to_graph": taxonomy["matched_tags"], "new_tag_nodes": taxonomy["new_tag_nodes"],
+                   "parents_per_level": taxonomy["parents"], "attached_to_articles": taxonomy["attached"]}
+    if cfg.prompts:
+        prompts, weights = read_prompt_log(cfg.prompts, column=cfg.prompt_column)
+        counts = count_prompts(kg, prompts, weights)
+        apply_prompt_boost(kg, counts, cfg.prompts, alpha=cfg.prompt_alpha)
+        notes["prompts"] = f"{len(prompts)} prompts, {int((counts > 0).sum())} nodes boosted"
+    if cfg.trending:
+        notes["trending"] = add_trending(kg, cfg.trending, factor=cfg.trending_factor)
+    tag_counts(kg, pa.array(tags, pa.list_(pa.string())))
+    producer = {"step": "kg augment", "from_kg_nodes_version": version, "embedder": getattr(embed, "name", cfg.embedder),
+                "levels": cfg.taxonomy.levels, "prompts": cfg.prompts and Path(cfg.prompts).name,
+                "trending": cfg.trending and Path(cfg.trending).name}
+    _write_graph(lake, kg, producer)
+    return StepSummary("kg augment", len(ids), kg.n, time.perf_counter() - t0, notes=notes)
+
+
+def kg_weights(lake: Lake, cfg: WeightConfig, embed=None) -> StepSummary:
+    """One `weights` row per pool item (samples without tags: weight 1)."""
+    from graph.kg.weights import sample_weights
+
+    t0 = time.perf_counter()
+    kg, version = load_graph(lake)
+    ids, tags = pool_tags(lake)
+    table = sample_weights(ids, pa.array(tags, pa.list_(pa.string())), kg, cfg, embed=embed)
+    producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer()}
+    table = table.set_column(table.schema.get_field_index("weight_producer"), "weight_producer",
+                             pa.array([f"kg_nodes v{version}; {cfg.producer()}"] * table.num_rows, pa.string()))
+    lake.write(WEIGHTS, conform(table, WEIGHTS_SCHEMA), mode="overwrite", producer=producer)
+    w = table["weight"].to_numpy()
+    matched = table["tags_matched"].to_numpy()
+    return StepSummary("kg weights", len(ids), table.num_rows, time.perf_counter() - t0, notes={
+        "samples_with_matched_tags": int((matched > 0).sum()),
+        "weight": f"min {w.min():.3g}, median {np.median(w):.3g}, max {w.max():.3g}" if len(w) else "-",
+    })
