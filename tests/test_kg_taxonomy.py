@@ -108,3 +108,23 @@ def test_augment_with_too_few_tags_is_a_no_op():
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TaxonomyConfig(**bad)
+
+
+def test_networkx_views_of_a_neighbourhood_and_a_subtree():
+    from graph.kg.view import neighbourhood, subtree
+
+    kg = _articles()
+    kg.drop_reason[2] = "rules: test"
+    tags = CARS + DOGS
+    augment_with_taxonomy(kg, tags, np.ones(len(tags), np.int64), TaxonomyConfig(levels=[2], resample_rounds=0),
+                          HashingEmbedder(), match=_match(kg))
+    g = neighbourhood(kg, "Dog", radius=1)
+    titles = {d["title"] for _, d in g.nodes(data=True)}
+    assert {"Dog", "Car", "Philosophy"} <= titles  # links in both directions
+    assert g.nodes[2]["kept"] is False and g.nodes[2]["drop_reason"] == "rules: test"
+    assert {d["kind"] for _, _, d in g.edges(data=True)} == {"link", "parent"}
+    roots = [i for i in range(kg.n) if kg.attrs["level"][i] == 1]
+    t = subtree(kg, roots[0])
+    assert len(t) > 2 and all(d["kind"] == "parent" for _, _, d in t.edges(data=True))
+    with pytest.raises(KeyError):
+        neighbourhood(kg, "no such title")

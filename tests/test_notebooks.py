@@ -33,3 +33,12 @@ def test_dedup_and_search_notebook(demo_lake, monkeypatch, tmp_path):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # group grid, histograms, 2 searches
     text = "".join(o.get("text", "") for o in outputs)
     assert "items," in text and "top hit similarity 1.0" in text
+
+
+def test_knowledge_graph_notebook(demo_lake, monkeypatch, tmp_path):
+    nb = _execute("03_knowledge_graph.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # PageRank, neighbourhood, coverage
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "pruned, by reason" in text and "(L2, taxonomy)" in text and "coverage change" in text

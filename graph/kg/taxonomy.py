@@ -182,8 +182,7 @@ def augment_with_taxonomy(kg: KnowledgeGraph, tags: list[str], counts: np.ndarra
     summary = {"tags": len(tags), "matched_tags": 0, "new_tag_nodes": 0, "parents": [], "attached": 0}
     if len(tags) < 2:
         return summary
-    for name in ("level",):
-        kg.attrs.setdefault(name, np.zeros(kg.n, np.int32))
+    kg.attrs.setdefault("level", np.zeros(kg.n, np.int32))
     pos = np.asarray(match(tags), np.int64) if match is not None else np.full(len(tags), -1, np.int64)
     summary["matched_tags"] = int((pos >= 0).sum())
     new = np.flatnonzero(pos < 0)
@@ -191,18 +190,22 @@ def augment_with_taxonomy(kg: KnowledgeGraph, tags: list[str], counts: np.ndarra
         pos[new] = kg.add_nodes([tags[i] for i in new], "taxonomy", source,
                                 attrs={"level": np.zeros(len(new), np.int32)})
     summary["new_tag_nodes"] = len(new)
+    # tags naming one node ('dog', 'puppy' -> Dog) are one point: a node gets one parent
+    pos, first, inverse = np.unique(pos, return_index=True, return_inverse=True)
+    counts = np.bincount(inverse, weights=counts).astype(np.int64)
+    names = [str(kg.title[p]) if kg.kind[p] == "article" else tags[i] for p, i in zip(pos, first)]
+    if len(pos) < 2:
+        return summary
 
-    x = embed(tags)
-    levels = hierarchical_kmeans(x, tags, counts, cfg)
+    x = embed(names)
+    levels = hierarchical_kmeans(x, names, counts, cfg)
     overrides = load_names(cfg.names_file)
     below = pos  # node position of each point of the level below
     for depth, level in enumerate(levels, start=1):
         titles = [overrides.get(f"L{depth}/{c}", overrides.get(name, name)) for c, name in enumerate(level.names)]
         parents = kg.add_nodes(titles, "taxonomy", source, attrs={"level": np.full(len(titles), depth, np.int32)})
         child = below
-        # a tag matched twice to one node would add a duplicate edge; a node is its own parent never
-        edges = np.unique(np.stack([child, parents[level.assign]], 1), axis=0)
-        kg.add_parent_edges(edges[:, 0], edges[:, 1])
+        kg.add_parent_edges(child, parents[level.assign])
         summary["parents"].append(len(titles))
         below = parents
     if levels:
