@@ -252,7 +252,7 @@ def test_count_prompts_and_boost_provenance(tmp_path):
     prompts = ["The Eiffel Tower at night", "eiffel_tower in PARIS, France", "a photo of nyc.",
                "New York City and new york city again", None]
     counts = count_prompts(kg, prompts)
-    assert counts.tolist() == [2, 1, 2, 1, 0]  # Night is dropped; York is inside 'new york city'
+    assert counts.tolist() == [2, 1, 2, 0, 0]  # Night is dropped; York inside "new york city" is not a mention
     assert count_prompts(kg, prompts[:2], weights=[3, 1]).tolist() == [4, 1, 0, 0, 0]
 
     log = tmp_path / "log.txt"
@@ -260,11 +260,10 @@ def test_count_prompts_and_boost_provenance(tmp_path):
     read, weights = read_prompt_log(log)
     assert len(read) == 4 and weights.tolist() == [1, 1, 1, 1]
     boosted = apply_prompt_boost(kg, count_prompts(kg, read, weights), log)
-    assert boosted == 4
-    assert kg.attrs["prompt_count"].tolist() == [2, 1, 2, 1, 0]
-    assert kg.attrs["boost"] == pytest.approx([1 + math.log(3), 1 + math.log(2), 1 + math.log(3),
-                                               1 + math.log(2), 1.0])
-    assert kg.boost_source.tolist() == ["prompts:log.txt"] * 4 + [None]
+    assert boosted == 3
+    assert kg.attrs["prompt_count"].tolist() == [2, 1, 2, 0, 0]
+    assert kg.attrs["boost"] == pytest.approx([1 + math.log(3), 1 + math.log(2), 1 + math.log(3), 1.0, 1.0])
+    assert kg.boost_source.tolist() == ["prompts:log.txt"] * 3 + [None, None]
     apply_prompt_boost(kg, np.array([1, 0, 0, 0, 0]), log, alpha=0.5)
     assert kg.attrs["prompt_count"][0] == 3 and kg.boost_source[0] == "prompts:log.txt"
     assert kg.attrs["boost"][0] == pytest.approx((1 + math.log(3)) * (1 + 0.5 * math.log(2)))

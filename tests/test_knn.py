@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graph.knn import (KnnResult, available_backends, choose_backend, cuvs_knn_graph,
+from graph.knn import (KnnResult, validate_vectors, available_backends, choose_backend, cuvs_knn_graph,
                        gpu_knn_missing, knn_graph, make_index, recall_at_k, rerank_exact,
                        validate_vectors)
 
@@ -180,7 +180,17 @@ def test_ivf_params_are_recorded(data):
     index = make_index("faiss-ivf")
     index.add(data)
     p = index.params
-    assert p["nlist"] == 2 and p["nprobe"] == 2 and p["train_size"] == 128 and p["batch_search"]
+    assert p["nlist"] == 2 and p["nprobe"] == 2 and p["train_size"] == 80 and p["batch_search"]
+
+
+def test_ivf_self_search_reuses_the_routing_of_the_added_rows(data):
+    index = make_index("faiss-ivf", nlist=16, nprobe=4)
+    x = validate_vectors(data)
+    index.add(x)
+    assert index._routed is not None and index._routed[0]() is x and index._routed[1].shape == (len(x), 4)
+    reused = index.search(x, 10)
+    fresh = index.search(x.copy(), 10)  # another array: routed again by the quantizer
+    assert (reused.ids == fresh.ids).mean() > 0.999
 
 
 def test_ivf_list_by_list_batch_search_equals_per_query_search(data):

@@ -1,10 +1,11 @@
 """Prompt-log frequency boosts and trending concepts, each recorded in kg.boost_source.
 
-Matching: a prompt or list entry is folded and split into words (`textnorm.phrase`); its word
-n-grams (1 up to the longest title, at most 6 words) are looked up among the kept nodes'
-folded titles and aliases (titles win). Every n-gram counts, so 'new york city' mentions
-'New York City', 'New York', 'York' and 'City' where those are kept nodes; a prompt counts
-once per node however often it names it.
+Matching: a prompt or list entry is folded and split into words (`textnorm.phrase`) and
+scanned left to right for the longest word n-gram (up to the longest title, at most 6 words)
+that is a kept node's folded title or alias (titles win); a match consumes its words. So
+'new york city at night' mentions 'New York City' and 'Night', not 'York' or 'City' (a
+gazetteer's longest match: the words inside a named concept are not separate mentions). A
+prompt counts once per node however often it names it.
 
 Boosts are multiplicative and start at 1 (neutral): a node named by c prompts gets
 boost ·= 1 + alpha·ln(1 + c); a trending concept gets boost ·= factor (default 2).
@@ -50,16 +51,26 @@ def count_prompts(kg: KnowledgeGraph, prompts: Iterable[str],
             distinct[phrase(prompt)] += int(w)
     counts = np.zeros(kg.n, np.int64)
     for text, w in distinct.items():
-        tokens = text.split(" ") if text else []
-        hits = set()
-        for i in range(len(tokens)):
-            for j in range(i + 1, min(i + longest, len(tokens)) + 1):
-                pos = lookup.get(" ".join(tokens[i:j]))
-                if pos is not None:
-                    hits.add(pos)
+        hits = longest_matches(text.split(" ") if text else [], lookup, longest)
         for pos in hits:
             counts[pos] += w
     return counts
+
+
+def longest_matches(tokens: list[str], lookup: dict[str, int], longest: int) -> set[int]:
+    """Node positions named in `tokens`: at each word the longest n-gram in `lookup` wins and
+    its words are consumed; words starting no match are skipped."""
+    hits, i = set(), 0
+    while i < len(tokens):
+        for j in range(min(i + longest, len(tokens)), i, -1):
+            pos = lookup.get(" ".join(tokens[i:j]))
+            if pos is not None:
+                hits.add(pos)
+                i = j
+                break
+        else:
+            i += 1
+    return hits
 
 
 def read_prompt_log(path: str | Path, column: str = "prompt",
