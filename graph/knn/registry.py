@@ -88,8 +88,8 @@ def choose_backend(n: int, gpu: bool | None = None, override: str | None = None)
         driver planning for GPU workers); False = it is not; None = probe this process.
     Automatic: GPU -> "cuvs-brute" for n <= 1,000,000, else "cuvs-cagra";
     CPU -> "faiss-flat" for n <= 50,000, else "faiss-ivf" (lists of ~1000 searched list by
-    list: linear in n; on 1M x 512, 2 cores, ~130 s at recall@16 0.994 vs HNSW ~500 s at
-    0.99; see graph/knn/__init__.py).
+    list: about linear in n; on 1M x 512, 2 cores, ~61 s at recall@16 0.994 vs HNSW ~500 s
+    at 0.99; see graph/knn/__init__.py).
     """
     if override is not None and override != "auto":
         if override not in BACKENDS:
