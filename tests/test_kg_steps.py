@@ -104,3 +104,16 @@ def test_cli_kg_commands(lake, wiki, capsys):
     # a pagelinks dump of the current schema without its linktarget dump is a clear error
     assert main(["kg", "build", root, "--page", str(wiki["page"]), "--pagelinks", str(wiki["pagelinks"])]) == 2
     assert "linktarget" in capsys.readouterr().err
+
+
+def test_tags_from_the_tags_column_else_tag_style_captions():
+    from graph.kg.tags import sample_tags, tag_style_tags
+
+    assert tag_style_tags("dog, beach, watercolor painting.") == ["dog", "beach", "watercolor painting"]
+    assert tag_style_tags("猫，草地、红色") == ["猫", "草地", "红色"]
+    assert tag_style_tags("A photo of a red dog on a beach.") == []  # prose
+    assert tag_style_tags("dog, a very long phrase that is not a tag at all") == []
+    assert tag_style_tags(None) == [] and tag_style_tags("dog") == []
+    tags = pa.array([["a", " ", None], None, []], pa.list_(pa.string()))
+    assert sample_tags(tags, ["x, y", "cat, dog", "prose here."]) == [["a"], ["cat", "dog"], []]
+    assert sample_tags(None, ["x, y"]) == [["x", "y"]]

@@ -128,3 +128,22 @@ def test_networkx_views_of_a_neighbourhood_and_a_subtree():
     assert len(t) > 2 and all(d["kind"] == "parent" for _, _, d in t.edges(data=True))
     with pytest.raises(KeyError):
         neighbourhood(kg, "no such title")
+
+
+def test_encoder_embedder_uses_the_model_operators_text_tower():
+    from tiny_models import TINY_OPEN_CLIP
+
+    from curation.kg import KgAugmentConfig
+    from graph.kg.textembed import EncoderEmbedder, make_embedder
+
+    cfg = {"name": "tiny", "model": "ViT-B-32", "random": True, "model_overrides": TINY_OPEN_CLIP}
+    embed = make_embedder(cfg)
+    assert isinstance(embed, EncoderEmbedder) and "tiny" in embed.name
+    x = embed(["a red car", "a dog", "a red car"])
+    assert x.shape == (3, 32) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    assert np.allclose(x[0], x[2], atol=1e-5)
+    assert isinstance(KgAugmentConfig(embedder="encoder", encoder=embed.cfg).embed(), EncoderEmbedder)
+    with pytest.raises(ValueError, match="needs kg.augment.encoder"):
+        KgAugmentConfig(embedder="encoder").embed()
+    with pytest.raises(ValueError, match="hashing"):
+        make_embedder("word2vec")
