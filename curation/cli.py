@@ -181,22 +181,18 @@ def _kg(args: argparse.Namespace, spec) -> int:
         if args.xml or args.page or args.pagelinks:
             b.xml, b.page, b.pagelinks = args.xml, args.page, args.pagelinks
             b.linktarget, b.redirect = args.linktarget, args.redirect
-        if args.pagerank_percentile is not None:
-            b.prune.pagerank_percentile = args.pagerank_percentile
-        if args.min_pagerank is not None:
-            b.prune.min_pagerank = args.min_pagerank
-        if args.judgments:
-            b.prune.judgments_file = args.judgments
+        overrides = {key: value for key, value in (("pagerank_percentile", args.pagerank_percentile),
+                                                   ("min_pagerank", args.min_pagerank),
+                                                   ("judgments_file", args.judgments)) if value is not None}
         if args.no_rules:
-            b.prune.rules = False
-        b.prune.__post_init__()
+            overrides["rules"] = False
+        b.prune = dataclasses.replace(b.prune, **overrides)  # replace() validates the new values
     elif args.kg_command == "augment":
         a = spec.kg.augment
         a.prompts = args.prompts or a.prompts
         a.trending = args.trending or a.trending
         if args.levels:
-            a.taxonomy.levels = [int(k) for k in args.levels.split(",") if k.strip()]
-            a.taxonomy.__post_init__()
+            a.taxonomy = dataclasses.replace(a.taxonomy, levels=[int(k) for k in args.levels.split(",") if k.strip()])
     spec.steps = [StepSpec(f"kg-{args.kg_command}")]
     spec.validate()
     run_job(spec)

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 
 from curation.lake import Lake
-from curation.schemas import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, WEIGHTS_SCHEMA, conform
 from curation.summary import StepSummary
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import PruneConfig, prune
@@ -102,8 +101,8 @@ def load_graph(lake: Lake) -> tuple[KnowledgeGraph, int]:
 
 
 def _write_graph(lake: Lake, kg: KnowledgeGraph, producer: dict) -> None:
-    lake.write(KG_EDGES, conform(kg.edges_table(), KG_EDGES_SCHEMA), mode="overwrite", producer=producer)
-    lake.write(KG_NODES, conform(kg.nodes_table(), KG_NODES_SCHEMA), mode="overwrite", producer=producer)
+    lake.write(KG_EDGES, kg.edges_table(), mode="overwrite", producer=producer)  # both in their schemas
+    lake.write(KG_NODES, kg.nodes_table(), mode="overwrite", producer=producer)
 
 
 def kg_build(lake: Lake, cfg: KgBuildConfig) -> StepSummary:
@@ -185,11 +184,10 @@ def kg_weights(lake: Lake, cfg: WeightConfig, embed=None) -> StepSummary:
     t0 = time.perf_counter()
     kg, version = load_graph(lake)
     ids, tags = pool_tags(lake)
-    table = sample_weights(ids, pa.array(tags, pa.list_(pa.string())), kg, cfg, embed=embed)
+    table = sample_weights(ids, pa.array(tags, pa.list_(pa.string())), kg, cfg, embed=embed,
+                           graph_version=f"kg_nodes v{version}")
     producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer()}
-    table = table.set_column(table.schema.get_field_index("weight_producer"), "weight_producer",
-                             pa.array([f"kg_nodes v{version}; {cfg.producer()}"] * table.num_rows, pa.string()))
-    lake.write(WEIGHTS, conform(table, WEIGHTS_SCHEMA), mode="overwrite", producer=producer)
+    lake.write(WEIGHTS, table, mode="overwrite", producer=producer)
     w = table["weight"].to_numpy()
     matched = table["tags_matched"].to_numpy()
     return StepSummary("kg weights", len(ids), table.num_rows, time.perf_counter() - t0, notes={

@@ -16,29 +16,28 @@ def _execute(name: str, env: dict, monkeypatch, tmp_path) -> nbformat.NotebookNo
     return nb
 
 
-def test_profile_explore_notebook(demo_lake, monkeypatch, tmp_path):
-    nb = _execute("01_profile_explore.ipynb", {"CURATE_LAKE": demo_lake["lake"], "CURATE_STAGE": "lowres"},
-                  monkeypatch, tmp_path)
+def _run(name: str, env: dict, monkeypatch, tmp_path) -> tuple[int, str]:
+    """Execute a notebook; fail on any error output; return (images shown, printed text)."""
+    nb = _execute(name, env, monkeypatch, tmp_path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # histograms, removed grid, dup groups
-    text = "".join(o.get("text", "") for o in outputs)
+    return (sum("image/png" in o.get("data", {}) for o in outputs), "".join(o.get("text", "") for o in outputs))
+
+
+def test_profile_explore_notebook(demo_lake, monkeypatch, tmp_path):
+    images, text = _run("01_profile_explore.ipynb", {"CURATE_LAKE": demo_lake["lake"], "CURATE_STAGE": "lowres"},
+                        monkeypatch, tmp_path)
+    assert images >= 3  # histograms, removed grid, dup groups
     assert "kept; removed per rule" in text and "near-duplicate groups" in text
 
 
 def test_dedup_and_search_notebook(demo_lake, monkeypatch, tmp_path):
-    nb = _execute("02_dedup_and_search.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # group grid, histograms, 2 searches
-    text = "".join(o.get("text", "") for o in outputs)
+    images, text = _run("02_dedup_and_search.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
+    assert images >= 4  # group grid, histograms, 2 searches
     assert "items," in text and "top hit similarity 1.0" in text
 
 
 def test_knowledge_graph_notebook(demo_lake, monkeypatch, tmp_path):
-    nb = _execute("03_knowledge_graph.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # PageRank, neighbourhood, coverage
-    text = "".join(o.get("text", "") for o in outputs)
+    images, text = _run("03_knowledge_graph.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
+    assert images >= 3  # PageRank, neighbourhood, coverage
     assert "pruned, by reason" in text and "(L2, taxonomy)" in text and "coverage change" in text

@@ -13,6 +13,7 @@ Per-node numeric attributes (pagerank, prompt_count, boost, level, ...) live in 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -145,6 +146,22 @@ class KnowledgeGraph:
     def add_parent_edges(self, child: np.ndarray, parent: np.ndarray) -> None:
         self.parent_src = np.concatenate([self.parent_src, np.asarray(child, np.int32)])
         self.parent_dst = np.concatenate([self.parent_dst, np.asarray(parent, np.int32)])
+
+    def below(self, root: int, limit: int | None = None) -> list[int]:
+        """Positions under `root` through parent edges (child -> parent walked downward),
+        breadth first, each once, at most `limit` of them."""
+        children: dict[int, list[int]] = {}
+        for c, p in zip(self.parent_src.tolist(), self.parent_dst.tolist()):
+            children.setdefault(p, []).append(c)
+        order, seen = [], {int(root)}
+        queue = deque([int(root)])
+        while queue and (limit is None or len(order) < limit):
+            for c in children.get(queue.popleft(), ()):
+                if c not in seen and (limit is None or len(order) < limit):
+                    seen.add(c)
+                    order.append(c)
+                    queue.append(c)
+        return order
 
     def without_derived(self) -> "KnowledgeGraph":
         """A copy without what `kg augment` derives: taxonomy and trending nodes, parent edges,

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from graph.kg.model import KnowledgeGraph
+from graph.kg.tablefile import is_table_file, read_table_file
 from graph.kg.textnorm import name_index, phrase
 
 # Longest n-gram looked up: titles of more words are left out of prompt matching.
@@ -80,9 +81,8 @@ def read_prompt_log(path: str | Path, column: str = "prompt",
     of that prompt; null -> 1), or any other file as UTF-8 text, one prompt per line (count 1).
     Null and blank prompts are dropped."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq", ".csv", ".jsonl", ".ndjson", ".json"):
-        table = _read_table(path, suffix, column)
+    if is_table_file(path):
+        table = read_table_file(path, (column,), what="prompt log")
         if column not in table.column_names:
             raise ValueError(f"{path}: no column {column!r}; columns: {table.column_names}")
         prompts = table.column(column).cast(pa.string()).to_pylist()
@@ -99,22 +99,6 @@ def read_prompt_log(path: str | Path, column: str = "prompt",
     if any(counts[i] < 0 for i in keep):
         raise ValueError(f"{path}: negative prompt counts in {count_column!r}")
     return [prompts[i] for i in keep], np.asarray([counts[i] for i in keep], np.int64)
-
-
-def _read_table(path: Path, suffix: str, column: str) -> pa.Table:
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path)
-    if suffix == ".csv":
-        import pyarrow.csv as pcsv
-
-        # Read prompts as text even when a column's values all look like numbers.
-        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={column: pa.string()}))
-    import pyarrow.json as pjson
-
-    return pjson.read_json(path, parse_options=pjson.ParseOptions(
-        explicit_schema=pa.schema([(column, pa.string())]), unexpected_field_behavior="infer"))
 
 
 def ensure_boost_attrs(kg: KnowledgeGraph) -> None:

@@ -30,12 +30,13 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from graph.kg.model import NODE_KINDS, KnowledgeGraph
 from graph.kg.pagerank import pagerank
+from graph.kg.tablefile import read_table_file
+from graph.kg.textembed import EncoderEmbedder
 from graph.kg.textnorm import fold
-from operators.models.encoders import EncoderConfig, encoder_dtype, load_encoder
+from operators.models.encoders import EncoderConfig
 
 __all__ = [
     "BUILTIN_RULES", "DEFAULT_ABSTRACT_ANCHORS", "DEFAULT_CONCRETE_ANCHORS", "DEFAULT_TEMPLATES",
@@ -170,25 +171,6 @@ _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
-def _read_table(path: Path) -> pa.Table:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        import pyarrow.csv as pcsv
-
-        # Keys stay text: a title such as "1987" must not become an integer.
-        keep_text = {name: pa.string() for name in ("title", "reason")}
-        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=keep_text))
-    if suffix in (".jsonl", ".ndjson"):
-        import pyarrow.json as pjson
-
-        return pjson.read_json(path)  # newline-delimited JSON objects
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path)
-    raise ValueError(f"judgments file {path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
-
-
 def _as_bool(values: list, path: Path) -> list[bool]:
     out = []
     for row, v in enumerate(values):
@@ -218,7 +200,7 @@ class FileJudge:
 
     def __init__(self, path: str | Path, *, kg: KnowledgeGraph | None = None, name: str = "file"):
         self.name, self.path = name, Path(path)
-        table = _read_table(self.path)
+        table = read_table_file(self.path, ("title", "reason"), what="judgments file")
         cols = set(table.column_names)
         if "generatable" not in cols or not cols & {"title", "node"}:
             raise ValueError(f"judgments file {self.path}: needs columns title (or node) and generatable; "
@@ -333,17 +315,10 @@ class EncoderJudge:
 
     @classmethod
     def from_encoder(cls, cfg: EncoderConfig, *, device: str = "auto", **kwargs) -> "EncoderJudge":
-        """Use a model operator's text tower (`operators.models.encoders.load_encoder`).
+        """Use a model operator's text tower (`graph.kg.textembed.EncoderEmbedder`).
         device: "auto" (CUDA when visible, else CPU), "cpu", "cuda", ... Other keyword
         arguments as for the constructor."""
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        encoder = load_encoder(cfg).to(device, encoder_dtype(cfg, device))
-
-        def embed(texts: list[str]) -> np.ndarray:
-            return encoder.encode_texts(texts).float().cpu().numpy()
-
-        return cls(embed, **kwargs)
+        return cls(EncoderEmbedder(cfg, device=device), **kwargs)
 
 
 # ----------------------------------------------------------------------------- applying judges

@@ -240,7 +240,7 @@ def _attach(kg: KnowledgeGraph, top: np.ndarray, names: list[str], embed: Embed,
     a = embed([str(t) for t in kg.title[articles]])
     q = embed(list(names))
     sims = q @ a.T
-    below = _below(kg, top)
+    below = [set(kg.below(root)) for root in top.tolist()]
     added = 0
     for i, parent in enumerate(top):
         for j in np.argsort(-sims[i], kind="stable")[:8]:
@@ -251,20 +251,3 @@ def _attach(kg: KnowledgeGraph, top: np.ndarray, names: list[str], embed: Embed,
                 added += 1
                 break
     return added
-
-
-def _below(kg: KnowledgeGraph, roots: np.ndarray) -> list[set[int]]:
-    """Nodes under each root through parent edges (child -> parent, walked downward)."""
-    children: dict[int, list[int]] = {}
-    for c, p in zip(kg.parent_src.tolist(), kg.parent_dst.tolist()):
-        children.setdefault(p, []).append(c)
-    out = []
-    for root in roots.tolist():
-        seen, stack = set(), [root]
-        while stack:
-            for c in children.get(stack.pop(), ()):
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
-        out.append(seen)
-    return out

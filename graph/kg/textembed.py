@@ -63,8 +63,9 @@ class HashingEmbedder:
 
 
 class EncoderEmbedder:
-    """Text embeddings from a model operator's encoder (`EncoderConfig`), batched, CPU or GPU.
-    The model loads on first call (weights from local paths; a clear error names what to set)."""
+    """Text embeddings from a model operator's encoder (`EncoderConfig`), batched, CPU or GPU
+    (device "auto": CUDA when visible, else CPU). The model loads on first call (weights from
+    local paths; a clear error names what to set)."""
 
     def __init__(self, encoder: Any, batch_size: int = 256, device: str = "cpu") -> None:
         from operators.models.encoders import EncoderConfig, encoder_identity
@@ -76,8 +77,12 @@ class EncoderEmbedder:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
+            import torch
+
             from operators.models.encoders import encoder_dtype, load_encoder
 
+            if self.device == "auto":
+                self.device = "cuda" if torch.cuda.is_available() else "cpu"
             self._encoder = load_encoder(self.cfg).to(self.device, encoder_dtype(self.cfg, self.device))
         parts = [self._encoder.encode_texts(list(texts[i:i + self.batch_size])).cpu().numpy()
                  for i in range(0, len(texts), self.batch_size)]

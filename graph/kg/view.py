@@ -71,13 +71,4 @@ def neighbourhood(kg: KnowledgeGraph, node: int | str, radius: int = 1,
 def subtree(kg: KnowledgeGraph, root: int | str, max_nodes: int = 200) -> nx.DiGraph:
     """`root` and everything below it through parent edges (child -> parent)."""
     start = find(kg, root) if isinstance(root, str) else int(root)
-    children: dict[int, list[int]] = {}
-    for c, p in zip(kg.parent_src.tolist(), kg.parent_dst.tolist()):
-        children.setdefault(p, []).append(c)
-    seen, queue = [start], deque([start])
-    while queue and len(seen) < max_nodes:
-        for c in children.get(queue.popleft(), ()):
-            if c not in seen and len(seen) < max_nodes:
-                seen.append(c)
-                queue.append(c)
-    return to_networkx(kg, seen, ("parent",))
+    return to_networkx(kg, [start] + kg.below(start, limit=max_nodes - 1), ("parent",))

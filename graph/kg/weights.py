@@ -203,11 +203,14 @@ def tag_counts(kg: KnowledgeGraph, tags: pa.Array | pa.ChunkedArray | Sequence,
 
 def sample_weights(ids: pa.Array | pa.ChunkedArray | Sequence[str],
                    tags: pa.Array | pa.ChunkedArray | Sequence, kg: KnowledgeGraph,
-                   cfg: WeightConfig | None = None, *, embed: Embedder | None = None) -> pa.Table:
+                   cfg: WeightConfig | None = None, *, embed: Embedder | None = None,
+                   graph_version: str | None = None) -> pa.Table:
     """One WEIGHTS_SCHEMA row per id, in input order (see the module docstring).
 
     ids: sample ids [n]; tags: per-sample tag lists [n] (pyarrow list<string> or Python lists;
     null / empty / junk rows and tags are skipped). embed: needed when cfg.use_embeddings.
+    graph_version: which graph `kg` is (e.g. 'kg_nodes v3'), put before the parameters in
+    weight_producer.
     """
     cfg = cfg or WeightConfig()
     ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids), pa.string())
@@ -249,7 +252,8 @@ def sample_weights(ids: pa.Array | pa.ChunkedArray | Sequence[str],
         "id": ids, "weight": weight, "bm25": bm25, "hierarchy": hierarchy, "boost": boost,
         "tags_total": tags_total, "tags_matched": tags_matched,
         "nodes": _nodes_lists(occ, occ_node, kg, n),
-        "weight_producer": pa.array([cfg.producer()] * n, pa.string()),
+        "weight_producer": pa.array([f"{graph_version}; {cfg.producer()}" if graph_version else cfg.producer()] * n,
+                                    pa.string()),
     })
     return conform(table, WEIGHTS_SCHEMA)
 
