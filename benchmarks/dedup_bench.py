@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import dedup_reference as ref  # noqa: E402
-from curation.dedup import DedupConfig, semantic_groups  # noqa: E402
+from curation.steps.vectors.dedup import DedupConfig, semantic_groups  # noqa: E402
 
 TAU = 0.9
 

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from curation.neardup import near_duplicate_groups  # noqa: E402
+from curation.steps.export.neardup import near_duplicate_groups  # noqa: E402
 
 _popcount = np.bitwise_count  # numpy >= 2 (out= buffers below)
 

@@ -28,13 +28,13 @@ import imagehash  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from curation.profile import ProfileRunner  # noqa: E402
+from curation.steps.profiling.profile import ProfileRunner  # noqa: E402
 from operators.decode import DecodePlan, open_item  # noqa: E402
 from operators.registry import DEFAULT_PROFILE_OPERATORS, get_operator  # noqa: E402
 
 
 def corpus(workdir: Path, n: int) -> list[Path]:
-    from curation.synth import write_jpegs
+    from curation.demo import write_jpegs
 
     out = workdir / f"jpegs-{n}"
     files = sorted(out.glob("*.jpg")) if out.exists() else []
@@ -83,9 +83,9 @@ def fused_2proc(files: list[Path]) -> None:
 
 
 def through_ray(source: Path, n: int, lake_dir: Path) -> None:
-    from curation.ingest.pool import IngestConfig, ingest
-    from curation.lake import Lake
-    from curation.profile import ProfileConfig, profile
+    from curation.steps.ingest.pool import IngestConfig, ingest
+    from curation.storage.lake import Lake
+    from curation.steps.profiling.profile import ProfileConfig, profile
 
     shutil.rmtree(lake_dir, ignore_errors=True)
     lake = Lake(str(lake_dir))

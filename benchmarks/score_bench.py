@@ -29,7 +29,7 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from curation.scoring import ScoreConfig, Scorer, prepare_batch  # noqa: E402
+from curation.steps.profiling.score import ScoreConfig, Scorer, prepare_batch  # noqa: E402
 from operators.models.encoders import EncoderConfig, image_geometry, load_encoder  # noqa: E402
 from operators.models.heads import HeadConfig, load_head  # noqa: E402
 
@@ -38,7 +38,7 @@ CAPTION = "a photo of a red car parked on the grass"
 
 
 def images(workdir: Path, n: int) -> list[Path]:
-    from curation.synth import write_jpegs
+    from curation.demo import write_jpegs
 
     out = workdir / f"score-jpegs-{n}"
     files = sorted(out.glob("*.jpg")) if out.exists() else []

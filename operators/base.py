@@ -3,7 +3,7 @@
 An operator is a small class that declares what it reads (`need`: the pixels it needs), what it
 writes (`writes`: typed Arrow fields, the contract with the lake) and its version, and computes
 those columns for one decoded item. It never touches Ray, files or other operators: the profiling
-stage (`curation.profile`) reads each item once, decodes it once at the smallest size that serves
+stage (`curation.steps.profiling.profile`) reads each item once, decodes it once at the smallest size that serves
 every operator in the stage (`operators.decode`), and hands the same `ImageItem` to each one.
 
 A `compute` that raises is recorded as that row's error for that operator; the row is kept and

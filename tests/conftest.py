@@ -27,7 +27,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
     """The demo corpus (generated once per run, read-only for tests)."""
-    from curation.synth import make_demo_corpus
+    from curation.demo import make_demo_corpus
 
     return make_demo_corpus(tmp_path_factory.mktemp("demo") / "corpus", n_images=40, seed=0)
 
@@ -36,10 +36,10 @@ def demo_corpus(tmp_path_factory):
 def demo_lake(ray_session, demo_corpus, tmp_path_factory):
     """A lake after `ingest -> profile -> export lowres` of the demo corpus, via the packaged
     demo spec (shared by the export, CLI and notebook tests; treat as read-only)."""
-    from curation.pipeline import run_job
-    from curation.spec import load_spec, packaged_spec_path
+    from curation.steps.run import run_job
+    from curation.config.spec import load_spec, packaged_spec_path
 
-    from curation.synth.wiki import write_demo_wiki
+    from curation.demo.wiki import write_demo_wiki
 
     workdir = tmp_path_factory.mktemp("demo-run")
     write_demo_wiki(workdir / "wiki")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from curation.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
-from curation.configtools import ConfigError, from_dict
+from curation.steps.export.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
+from curation.config.typed import ConfigError, from_dict
 
 CFG = BucketConfig()
 BUCKETS = make_buckets(CFG)

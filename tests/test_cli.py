@@ -3,8 +3,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from curation.cli import main
-from curation.spec import ConfigError, expand_env, load_spec, packaged_spec_path
+from curation.cli.main import main
+from curation.config.spec import ConfigError, expand_env, load_spec, packaged_spec_path
 
 
 def test_status_json_and_text(demo_lake, capsys):
@@ -20,7 +20,7 @@ def test_status_json_and_text(demo_lake, capsys):
 
 
 def test_ingest_profile_export_commands(ray_session, tmp_path, capsys):
-    from curation.synth import write_jpegs
+    from curation.demo import write_jpegs
 
     write_jpegs(tmp_path / "imgs", 6, megapixels=(0.1, 0.2), seed=3)
     lake = str(tmp_path / "lake")
@@ -36,7 +36,7 @@ def test_ingest_profile_export_commands(ray_session, tmp_path, capsys):
 
 
 def test_run_spec_and_errors(ray_session, tmp_path, capsys, monkeypatch):
-    from curation.synth import write_jpegs
+    from curation.demo import write_jpegs
 
     write_jpegs(tmp_path / "imgs", 4, megapixels=(0.1, 0.2), seed=4)
     spec = tmp_path / "job.yaml"
@@ -81,14 +81,14 @@ def test_spec_env_expansion_and_packaged_specs(monkeypatch):
         assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == expected
     assert [s.step for s in load_spec(packaged_spec_path("score.yaml")).steps] == ["score", "export"]
     with pytest.raises(ConfigError):
-        from curation.configtools import from_dict
-        from curation.spec import JobSpec
+        from curation.config.typed import from_dict
+        from curation.config.spec import JobSpec
 
         from_dict(JobSpec, {"steps": [{"step": "transmogrify"}]})
 
 
 def test_missing_model_weights_fail_before_any_step(ray_session, tmp_path, capsys, monkeypatch):
-    from curation.lake import Lake
+    from curation.storage.lake import Lake
 
     monkeypatch.setenv("CURATE_LAKE", str(tmp_path / "lake"))
     for var in ("CURATE_CLIP_L14", "CURATE_CN_CLIP", "CURATE_AESTHETIC"):

@@ -19,15 +19,15 @@ def test_job_submit_runs_a_spec(ray_session, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from curation.runtime import init_ray
-    from curation.synth import write_jpegs
+    from curation.demo import write_jpegs
 
     url = init_ray()["dashboard_url"]
     assert url, "the test session must run with the dashboard"
     write_jpegs(tmp_path / "images", 5, megapixels=(0.1, 0.2), seed=7)
     client = JobSubmissionClient(f"http://{url}")
     job = client.submit_job(
-        # `python -m curation.cli` is `curate`; the job driver may not have the venv on PATH.
-        entrypoint=f"{sys.executable} -m curation.cli run jobs/profile.yaml",
+        # `python -m curation.cli.main` is `curate`; the job driver may not have the venv on PATH.
+        entrypoint=f"{sys.executable} -m curation.cli.main run jobs/profile.yaml",
         runtime_env={"working_dir": str(REPO), "env_vars": {
             "CURATE_SOURCE": str(tmp_path / "images"), "CURATE_LAKE": str(tmp_path / "lake"),
             "CURATE_OUT": str(tmp_path / "out"), "CURATE_PROGRESS": "0"}},

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from curation.configtools import ConfigError, from_dict, to_dict
+from curation.config.typed import ConfigError, from_dict, to_dict
 
 
 @dataclass

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from curation.dedup import DedupConfig, decide, semantic_groups
-from curation.export import DUPLICATE, REMOVED, StageConfig, evaluate
-from curation.lake import Lake
-from curation.search import VectorSearch, prune
+from curation.steps.vectors.dedup import DedupConfig, decide, semantic_groups
+from curation.steps.export.export import DUPLICATE, REMOVED, StageConfig, evaluate
+from curation.storage.lake import Lake
+from curation.steps.vectors.search import VectorSearch, prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import dedup_reference as ref  # noqa: E402
@@ -159,8 +159,8 @@ def test_prune_apply_records_removals_export_applies(ray_session, demo_corpus, t
     """On a private copy of the demo flow: apply a prune, export drops the items with reason."""
     import os
 
-    from curation.pipeline import run_job
-    from curation.spec import load_spec, packaged_spec_path
+    from curation.steps.run import run_job
+    from curation.config.spec import load_spec, packaged_spec_path
 
     os.environ["CURATE_DEMO_DIR"] = str(tmp_path)
     spec = load_spec(packaged_spec_path("demo.yaml"))
@@ -173,8 +173,8 @@ def test_prune_apply_records_removals_export_applies(ray_session, demo_corpus, t
     uri = lake.read("pool", columns=["uri", "error"]).filter(pc.is_null(pc.field("error")))["uri"][0].as_py()
     out = prune(search, [("image", uri)], k=1, min_similarity=0.5, reason="takedown 42", apply=True)
     assert lake.read("removals").num_rows == out.num_rows >= 1
-    from curation.neardup import NearDupConfig
-    from curation.rules import RulesConfig
+    from curation.steps.export.neardup import NearDupConfig
+    from curation.steps.export.rules import RulesConfig
 
     ev = evaluate(lake, StageConfig(rules=RulesConfig(), neardup=NearDupConfig(enabled=False), apply_dedup=False))
     reasons = dict(zip(ev.table["id"].to_pylist(), ev.table["reason"].to_pylist()))

@@ -5,10 +5,10 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from curation.export import NEAR_DUPLICATE, NOT_PROFILED, StageConfig, evaluate, export
-from curation.ingest.pool import IngestConfig, ingest
-from curation.lake import Lake
-from curation.spec import ConfigError
+from curation.steps.export.export import NEAR_DUPLICATE, NOT_PROFILED, StageConfig, evaluate, export
+from curation.steps.ingest.pool import IngestConfig, ingest
+from curation.storage.lake import Lake
+from curation.config.spec import ConfigError
 
 
 def _by_rel(table, root):
@@ -71,7 +71,7 @@ def test_export_before_profile_and_unknown_stage(ray_session, demo_lake, tmp_pat
     lake = Lake(str(tmp_path / "lake"))
     src = tmp_path / "imgs"
     src.mkdir()
-    from curation.synth import photo_like, save_image
+    from curation.demo import photo_like, save_image
     import numpy as np
 
     save_image(photo_like(np.random.default_rng(0), 300, 300), src / "a.jpg")

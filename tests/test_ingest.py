@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation.ingest.captions import normalize
-from curation.ingest.pool import IngestConfig, ingest
-from curation.ingest.sources import SourceError, discover
-from curation.lake import Lake
+from curation.steps.ingest.captions import normalize
+from curation.steps.ingest.pool import IngestConfig, ingest
+from curation.steps.ingest.sources import SourceError, discover
+from curation.storage.lake import Lake
 
 
 def _jpeg(seed: int, size=(64, 48)) -> bytes:
@@ -117,7 +117,7 @@ def test_webdataset_shards(ray_session, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     s = ingest(lake, IngestConfig(source=str(shard.parent)))
     assert s.notes["source_kind"] == "webdataset" and s.rows_out == 3
-    from curation.io import read_bytes
+    from curation.storage.io import read_bytes
 
     for r in lake.read("pool").to_pylist():
         key = r["uri"].rsplit("#", 1)[1].split(".")[0]

@@ -11,7 +11,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from curation.configtools import ConfigError, from_dict
+from curation.config.typed import ConfigError, from_dict
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import (
     EncoderJudge, FileJudge, PruneConfig, RuleJudge, prune, prune_generatability, prune_pagerank,

@@ -3,11 +3,11 @@
 import pyarrow as pa
 import pytest
 
-from curation.cli import main
-from curation.kg import (KgAugmentConfig, KgBuildConfig, kg_augment, kg_build, kg_weights, load_graph)
-from curation.lake import Lake
-from curation.schemas import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, POOL_SCHEMA, WEIGHTS_SCHEMA, conform
-from curation.synth.wiki import write_demo_wiki
+from curation.cli.main import main
+from curation.steps.kg.steps import (KgAugmentConfig, KgBuildConfig, kg_augment, kg_build, kg_weights, load_graph)
+from curation.storage.lake import Lake
+from curation.storage.schemas import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, POOL_SCHEMA, WEIGHTS_SCHEMA, conform
+from curation.demo.wiki import write_demo_wiki
 from graph.kg.taxonomy import TaxonomyConfig
 from graph.kg.weights import WeightConfig
 

@@ -133,7 +133,7 @@ def test_networkx_views_of_a_neighbourhood_and_a_subtree():
 def test_encoder_embedder_uses_the_model_operators_text_tower():
     from tiny_models import TINY_OPEN_CLIP
 
-    from curation.kg import KgAugmentConfig
+    from curation.steps.kg.steps import KgAugmentConfig
     from graph.kg.textembed import EncoderEmbedder, make_embedder
 
     cfg = {"name": "tiny", "model": "ViT-B-32", "random": True, "model_overrides": TINY_OPEN_CLIP}

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import rank_bm25
 
-from curation.configtools import ConfigError, from_dict
-from curation.schemas import KG_NODES_SCHEMA, WEIGHTS_SCHEMA
+from curation.config.typed import ConfigError, from_dict
+from curation.storage.schemas import KG_NODES_SCHEMA, WEIGHTS_SCHEMA
 from graph.kg.bm25 import bm25_pairs, tag_occurrences
 from graph.kg.model import SYNTHETIC_ID_BASE, KnowledgeGraph
 from graph.kg.prompts import add_trending, apply_prompt_boost, count_prompts, read_prompt_log

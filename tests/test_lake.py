@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from curation.lake import Lake, LakeError
+from curation.storage.lake import Lake, LakeError
 
 
 def _t(ids):

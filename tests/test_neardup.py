@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.configtools import ConfigError, from_dict
-from curation.neardup import (
+from curation.config.typed import ConfigError, from_dict
+from curation.steps.export.neardup import (
     NearDupConfig,
     brute_force_groups,
     choose_keepers,
@@ -154,7 +154,7 @@ def test_window_cap_is_approximate_but_never_wrong(caplog):
     h = np.unique(U(0xABCDEF0123456700) | rng.integers(0, 256, size=2000, dtype=U))
     exact = near_duplicate_groups(h, 1)
     assert np.array_equal(exact, brute_force_groups(h, 1))
-    with caplog.at_level(logging.WARNING, logger="curation.neardup"):
+    with caplog.at_level(logging.WARNING, logger="curation.steps.export.neardup"):
         capped = near_duplicate_groups(h, 1, window=3)
     assert "skipped" in caplog.text
     # every capped group lies inside one exact group (only merges can be missed)
@@ -255,7 +255,7 @@ def test_mark_near_duplicates():
 
 
 def test_edge_compaction_keeps_components(monkeypatch):
-    import curation.neardup as nd
+    import curation.steps.export.neardup as nd
 
     monkeypatch.setattr(nd, "_EDGE_COMPACT", 10)  # fold edges into components very often
     rng = np.random.default_rng(9)

@@ -354,7 +354,7 @@ def test_exif_orientation_applies_to_transparent_images():
 @pytest.mark.parametrize("kind", ["palette_transparency", "png16", "animated_gif", "rgba", "cmyk", "grayscale"])
 def test_small_plans_reduce_every_mode(kind, tmp_path):
     """A plan far below the stored size reduces palette, 16-bit and alpha images too."""
-    from curation.synth import write_bad_inputs
+    from curation.demo import write_bad_inputs
 
     path = write_bad_inputs(tmp_path)[kind]
     item = open_item(path.read_bytes(), DecodePlan("rgb", min_long_side=32, max_reduction=8))

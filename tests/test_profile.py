@@ -2,11 +2,11 @@ import pyarrow as pa
 import pytest
 
 import operators.decode as decode_mod
-from curation import io as cio
-from curation.ingest.pool import IngestConfig, ingest
-from curation.lake import Lake
-from curation.profile import ProfileConfig, ProfileRunner, profile
-from curation.synth import write_bad_inputs
+from curation.storage import io as cio
+from curation.steps.ingest.pool import IngestConfig, ingest
+from curation.storage.lake import Lake
+from curation.steps.profiling.profile import ProfileConfig, ProfileRunner, profile
+from curation.demo import write_bad_inputs
 from operators.registry import DEFAULT_PROFILE_OPERATORS
 
 EXPECTED_ERRORS = {

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.configtools import ConfigError, from_dict
-from curation.rules import RULE_ORDER, RulesConfig, apply_rules, describe_rules
+from curation.config.typed import ConfigError, from_dict
+from curation.steps.export.rules import RULE_ORDER, RulesConfig, apply_rules, describe_rules
 
 N = None
 

@@ -3,12 +3,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from curation.export import StageConfig, evaluate
-from curation.ingest.pool import IngestConfig, ingest
-from curation.lake import Lake
-from curation.rules import RulesConfig
-from curation.scoring import ScoreConfig, Scorer, alignment_column, preflight, prepare_batch, score
-from curation.synth import write_bad_inputs
+from curation.steps.export.export import StageConfig, evaluate
+from curation.steps.ingest.pool import IngestConfig, ingest
+from curation.storage.lake import Lake
+from curation.steps.export.rules import RulesConfig
+from curation.steps.profiling.score import ScoreConfig, Scorer, alignment_column, preflight, prepare_batch, score
+from curation.demo import write_bad_inputs
 from operators.models.base import WeightsError
 from operators.models.encoders import EncoderConfig, image_geometry
 from operators.models.heads import HeadConfig
@@ -138,7 +138,7 @@ def test_score_step_tables_and_rules(ray_session, inputs, tmp_path):
     assert sorted(emb["id"].to_pylist()) == sorted(ok["id"].to_pylist())
     assert score(lake, cfg).notes.get("up_to_date")  # incremental: nothing left to do
     # export sees the score columns: thresholds by value and by pool percentile
-    from curation.profile import ProfileConfig, profile
+    from curation.steps.profiling.profile import ProfileConfig, profile
 
     profile(lake, ProfileConfig(max_pixels=50_000_000))
     stage = StageConfig(rules=RulesConfig(max_score={"nsfw": 2.0}, min_percentile={"aesthetic": 50}))

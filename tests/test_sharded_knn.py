@@ -1,4 +1,4 @@
-"""curation.vectors: sharded k-NN over Ray actors equals single-index exact search."""
+"""curation.steps.vectors: sharded k-NN over Ray actors equals single-index exact search."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def assert_same(got: KnnResult, want: KnnResult, vectors, queries=None):
 
 @pytest.mark.parametrize("shards", [2, 3])
 def test_sharded_graph_equals_single_index(ray_session, data, shards):
-    from curation.vectors import sharded_knn_graph
+    from curation.steps.vectors import sharded_knn_graph
 
     want = knn_graph(data, 8, backend="faiss-flat")
     # query_batch smaller than n: several batches, two in flight, merged per batch
@@ -36,7 +36,7 @@ def test_sharded_graph_equals_single_index(ray_session, data, shards):
 
 
 def test_sharded_search_external_queries(ray_session, data):
-    from curation.vectors import sharded_search
+    from curation.steps.vectors import sharded_search
 
     base, queries = data[:1500], data[1500:]
     index = make_index("faiss-flat")
@@ -47,7 +47,7 @@ def test_sharded_search_external_queries(ray_session, data):
 
 
 def test_sharded_index_approximate_and_edges(ray_session, data):
-    from curation.vectors import ShardedIndex, sharded_knn_graph
+    from curation.steps.vectors import ShardedIndex, sharded_knn_graph
 
     exact = knn_graph(data, 8, backend="faiss-flat")
     approx = sharded_knn_graph(data, 8, shards=2, backend="faiss-hnsw", M=16)

@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from curation.synth import (
+from curation.demo import (
     BAD_WRITERS, DEFECTS, NEAR_DUPLICATE_MAKERS, QUALITY_KEY, encode, make_demo_corpus, photo_like,
     write_bad_inputs, write_jpegs, write_source_table, write_webdataset,
 )
-from curation.synth.oddities import HUGE_SIDE, INVALID_UTF8, LONG_CAPTION_CHARS
+from curation.demo.oddities import HUGE_SIDE, INVALID_UTF8, LONG_CAPTION_CHARS
 
 
 def _phash(path_or_img) -> imagehash.ImageHash:

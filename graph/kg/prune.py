@@ -366,7 +366,7 @@ class EncoderJudgeConfig:
 
 @dataclass
 class PruneConfig:
-    """What `prune` does (build from YAML with `curation.configtools.from_dict`).
+    """What `prune` does (build from YAML with `curation.config.typed.from_dict`).
 
     min_pagerank: drop articles with PageRank below this (scores sum to 1: ~1/n is average).
     pagerank_percentile: drop articles below this percentile of article PageRank (10 = bottom 10%).

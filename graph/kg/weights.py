@@ -12,7 +12,7 @@ For sample d with tags t (BM25 over samples' tag lists, `graph.kg.bm25`), mapped
 t runs over the sample's distinct folded tags (BM25 already counts repeats through tf);
 ancestors / descendants are the distinct nodes reachable up / down the parent edges. The
 clip makes the mean over tagged samples only approximately 1. Output columns
-(curation.schemas.WEIGHTS_SCHEMA): bm25 = Σ_t bm25(t, d); hierarchy = Σ bm25·h / Σ bm25;
+(curation.storage.schemas.WEIGHTS_SCHEMA): bm25 = Σ_t bm25(t, d); hierarchy = Σ bm25·h / Σ bm25;
 boost = Σ bm25·boost / Σ bm25 (both 1 when Σ bm25 = 0); tags_total (valid tags: non-null
 strings that fold to something), tags_matched (of those, mapped to a kept node); nodes (the
 matched node ids in tag order, each node once).
@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from curation.schemas import WEIGHTS_SCHEMA, conform
+from curation.storage.schemas import WEIGHTS_SCHEMA, conform
 from graph.kg.bm25 import TagOccurrences, bm25_pairs, tag_occurrences
 from graph.kg.model import KnowledgeGraph
 from graph.kg.textnorm import fold, name_index
@@ -44,7 +44,7 @@ _EMBED_BATCH = 65_536
 
 @dataclass
 class WeightConfig:
-    """Sample weight parameters (YAML: curation.configtools.from_dict).
+    """Sample weight parameters (YAML: curation.config.typed.from_dict).
 
     k1, b: BM25 term-frequency saturation and length normalisation; idf: 'lucene' (positive)
     or 'okapi' (rank_bm25, floored); w_min, w_max: clip of the normalised weight;

@@ -18,7 +18,7 @@ planted near-duplicates), self-k-NN with k=16, recall@16 against exact on a 2k-r
   faiss-hnsw  defaults (M 32, efC 120, efS 96): 100k 28 s, recall 0.997; 1M ~500 s (the
               per-item cost grows with n: random access into a larger graph)
 
-Sharding across Ray actors lives in `curation.vectors` (this package never imports Ray).
+Sharding across Ray actors lives in `curation.steps.vectors` (this package never imports Ray).
 """
 
 from graph.knn.base import (KnnIndex, KnnResult, check_k, check_positive_int, recall_at_k,

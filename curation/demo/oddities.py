@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from curation.synth.captions import long_caption
-from curation.synth.images import encode, photo_like, save_image
+from curation.demo.captions import long_caption
+from curation.demo.images import encode, photo_like, save_image
 
 EXIF_ORIENTATION_TAG = 0x0112
 HUGE_SIDE = 30_000  # px, both sides, claimed by the huge_header PNG's IHDR

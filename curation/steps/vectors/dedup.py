@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import schemas
-from curation.export import DEDUP
-from curation.lake import Lake
-from curation.neardup import choose_keepers, near_duplicate_groups
-from curation.summary import StepSummary
+from curation.storage import schemas
+from curation.steps.export.export import DEDUP
+from curation.storage.lake import Lake
+from curation.steps.export.neardup import choose_keepers, near_duplicate_groups
+from curation.steps.summary import StepSummary
 from graph.communities import communities_by_component, connected_components
 from graph.knn import KnnResult, knn_graph, validate_vectors
 from graph.proximity import edges_table, proximity_edges, saturation_rate
@@ -147,9 +147,9 @@ def _embedding_table(lake: Lake, cfg: DedupConfig) -> tuple[str, pa.Table]:
 
 def _quality_table(lake: Lake) -> pa.Table:
     """id + every profile and score column (for keep_by and pHash), one row per pool id."""
-    from curation.export import StageConfig, evaluate
-    from curation.neardup import NearDupConfig
-    from curation.rules import RulesConfig
+    from curation.steps.export.export import StageConfig, evaluate
+    from curation.steps.export.neardup import NearDupConfig
+    from curation.steps.export.rules import RulesConfig
 
     neutral = StageConfig(rules=RulesConfig(drop_errors=False), neardup=NearDupConfig(enabled=False),
                           apply_dedup=False, apply_removals=False)
@@ -166,7 +166,7 @@ def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
     vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), -1) if len(ids) else np.zeros((0, 1), np.float32)
     knn = None
     if cfg.shards > 1 and len(ids) > 1:
-        from curation.vectors.sharded import sharded_knn_graph
+        from curation.steps.vectors.sharded import sharded_knn_graph
 
         knn = sharded_knn_graph(validate_vectors(vectors), min(cfg.k, len(ids) - 1), cfg.shards,
                                 backend=cfg.backend, **cfg.knn_params)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curation.synth.captions import make_caption
-from curation.synth.images import (
+from curation.demo.captions import make_caption
+from curation.demo.images import (
     DEFECTS, NEAR_DUPLICATE_MAKERS, encode, phash_bits, photo_like, save_image,
 )
-from curation.synth.oddities import (
+from curation.demo.oddities import (
     BAD_WRITERS, CAPTION_WRITERS, DEFAULT_NAMES, SPECIAL_WRITERS,
 )
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curation.lake import Lake
-from curation.summary import StepSummary
+from curation.storage.lake import Lake
+from curation.steps.summary import StepSummary
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import PruneConfig, prune
 from graph.kg.taxonomy import TaxonomyConfig

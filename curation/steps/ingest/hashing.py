@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation import io
-from curation.ingest import captions as capt
-from curation.ingest.sources import IMAGE_EXTENSIONS
+from curation.storage import io
+from curation.steps.ingest import captions as capt
+from curation.steps.ingest.sources import IMAGE_EXTENSIONS
 
 INGESTED_SCHEMA = pa.schema([
     ("id", pa.string()), ("uri", pa.string()), ("byte_offset", pa.int64()), ("byte_size", pa.int64()),

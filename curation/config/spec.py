@@ -31,14 +31,14 @@ from typing import Literal
 
 import yaml
 
-from curation.configtools import ConfigError, from_dict
-from curation.dedup import DedupConfig
-from curation.export import StageConfig
-from curation.ingest.pool import IngestConfig
-from curation.kg import KgConfig
-from curation.profile import ProfileConfig
+from curation.config.typed import ConfigError, from_dict
+from curation.steps.vectors.dedup import DedupConfig
+from curation.steps.export.export import StageConfig
+from curation.steps.ingest.pool import IngestConfig
+from curation.steps.kg.steps import KgConfig
+from curation.steps.profiling.profile import ProfileConfig
 from curation.runtime import RuntimeConfig
-from curation.scoring import ScoreConfig
+from curation.steps.profiling.score import ScoreConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation import schemas
-from curation.ingest.hashing import INGESTED_SCHEMA, hash_batch
-from curation.ingest.sources import discover
-from curation.lake import Lake
-from curation.summary import StepSummary, error_kinds
+from curation.storage import schemas
+from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch
+from curation.steps.ingest.sources import discover
+from curation.storage.lake import Lake
+from curation.steps.summary import StepSummary, error_kinds
 
 POOL = "pool"
 PRODUCER = {"step": "ingest", "version": "1"}

@@ -7,15 +7,15 @@ source tables and WebDataset shards. numpy + Pillow + pyarrow only.
 - `sources`: `write_source_table` and `write_webdataset`.
 """
 
-from curation.synth.captions import Caption, make_caption
-from curation.synth.corpus import CorpusInfo, make_demo_corpus, write_jpegs
-from curation.synth.images import (
+from curation.demo.captions import Caption, make_caption
+from curation.demo.corpus import CorpusInfo, make_demo_corpus, write_jpegs
+from curation.demo.images import (
     DEFECTS, NEAR_DUPLICATE_MAKERS, QUALITY_KEY, blocky, blur, color_cast, encode, extreme_aspect,
     flat, frame, low_res, noise, phash_distance, photo_like, recompressed_copy, resized_copy,
     save_image, slight_crop,
 )
-from curation.synth.oddities import BAD_WRITERS, CAPTION_WRITERS, SPECIAL_WRITERS, write_bad_inputs
-from curation.synth.sources import write_source_table, write_webdataset
+from curation.demo.oddities import BAD_WRITERS, CAPTION_WRITERS, SPECIAL_WRITERS, write_bad_inputs
+from curation.demo.sources import write_source_table, write_webdataset
 
 __all__ = [
     "BAD_WRITERS", "CAPTION_WRITERS", "Caption", "CorpusInfo", "DEFECTS", "NEAR_DUPLICATE_MAKERS",

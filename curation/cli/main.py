@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from curation.configtools import ConfigError
+from curation.config.typed import ConfigError
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
@@ -135,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from curation.lake import Lake
+    from curation.storage.lake import Lake
 
     if args.command == "status":
         return _status(Lake(args.lake), args.json)
 
-    from curation.spec import JobSpec, StepSpec, load_spec
+    from curation.config.spec import JobSpec, StepSpec, load_spec
 
     if args.command == "demo":
         return _demo(args)
@@ -165,15 +165,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             spec.steps = [StepSpec(args.command)]
         elif args.command == "export":
             spec.steps = [StepSpec("export", stage=args.stage, out=args.out)]
-    from curation.pipeline import run_job
+    from curation.steps.run import run_job
 
     run_job(spec)
     return 0
 
 
 def _kg(args: argparse.Namespace, spec) -> int:
-    from curation.pipeline import run_job
-    from curation.spec import StepSpec
+    from curation.steps.run import run_job
+    from curation.config.spec import StepSpec
 
     spec.lake = args.lake
     if args.kg_command == "build":
@@ -200,10 +200,10 @@ def _kg(args: argparse.Namespace, spec) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from curation.pipeline import run_job
-    from curation.spec import load_spec, packaged_spec_path
-    from curation.synth import make_demo_corpus
-    from curation.synth.wiki import write_demo_wiki
+    from curation.steps.run import run_job
+    from curation.config.spec import load_spec, packaged_spec_path
+    from curation.demo import make_demo_corpus
+    from curation.demo.wiki import write_demo_wiki
 
     workdir = os.path.abspath(args.workdir)
     corpus_dir = os.path.join(workdir, "corpus")
@@ -225,8 +225,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace, spec) -> int:
-    from curation.lake import Lake
-    from curation.search import VectorSearch, prune
+    from curation.storage.lake import Lake
+    from curation.steps.vectors.search import VectorSearch, prune
 
     queries = [("text", t) for t in args.text] + [("image", p) for p in args.image]
     if not queries or (args.command == "search" and len(queries) != 1):

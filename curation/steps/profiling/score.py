@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from curation import io, schemas
-from curation.lake import Lake
-from curation.summary import StepSummary, error_kinds
+from curation.storage import io, schemas
+from curation.storage.lake import Lake
+from curation.steps.summary import StepSummary, error_kinds
 from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, DecodePlan, decode_pixels, open_header
 from operators.models.encoders import (
     EncoderConfig, check_encoder_weights, encoder_dtype, encoder_identity, image_geometry, load_encoder,

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.export import DEDUP, REMOVALS
-from curation.lake import Lake
-from curation.schemas import REMOVALS_SCHEMA
+from curation.steps.export.export import DEDUP, REMOVALS
+from curation.storage.lake import Lake
+from curation.storage.schemas import REMOVALS_SCHEMA
 from graph.knn import KnnIndex, choose_backend, make_index, validate_vectors
 from operators.decode import DecodePlan, open_item
 from operators.models.encoders import EncoderConfig, load_encoder
@@ -73,7 +73,7 @@ class VectorSearch:
         return self.vectors(enc.encode_texts([text]).cpu().numpy(), k)[0]
 
     def image(self, path: str, k: int = 10) -> pa.Table:
-        from curation import io
+        from curation.storage import io
 
         enc = self._load_encoder()
         item = open_item(io.read_bytes(path), DecodePlan("rgb", max(enc.image_size), 8))

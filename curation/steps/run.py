@@ -6,16 +6,16 @@ import dataclasses
 import logging
 from typing import Callable
 
-from curation.dedup import dedup
-from curation.export import export
-from curation.ingest.pool import ingest
-from curation.kg import kg_augment, kg_build, kg_weights
-from curation.lake import Lake
-from curation.profile import profile
+from curation.steps.vectors.dedup import dedup
+from curation.steps.export.export import export
+from curation.steps.ingest.pool import ingest
+from curation.steps.kg.steps import kg_augment, kg_build, kg_weights
+from curation.storage.lake import Lake
+from curation.steps.profiling.profile import profile
 from curation.runtime import init_ray
-from curation.scoring import preflight, score
-from curation.spec import JobSpec, StepSpec
-from curation.summary import StepSummary
+from curation.steps.profiling.score import preflight, score
+from curation.config.spec import JobSpec, StepSpec
+from curation.steps.summary import StepSummary
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Three source kinds, chosen from what SOURCE is:
 - WebDataset shards: a `.tar` file, or a directory containing only `.tar` files.
 
 Each returns a "candidates" Arrow table (one row per item or, for WebDataset, per shard) that
-the hashing tasks (`curation.ingest.hashing`) expand and hash in parallel.
+the hashing tasks (`curation.steps.ingest.hashing`) expand and hash in parallel.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from curation import io
-from curation.ingest import captions as capt
+from curation.storage import io
+from curation.steps.ingest import captions as capt
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif",

@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import io, schemas
-from curation.lake import Lake
-from curation.summary import StepSummary, error_kinds
+from curation.storage import io, schemas
+from curation.storage.lake import Lake
+from curation.steps.summary import StepSummary, error_kinds
 from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_pixels, open_header, plan_for
 from operators.registry import DEFAULT_PROFILE_OPERATORS, get_operator
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.synth.captions import COLOURS, SETTINGS, STYLES, SUBJECTS
+from curation.demo.captions import COLOURS, SETTINGS, STYLES, SUBJECTS
 from graph.kg.synth import write_sql_table
 
 BROADER = {  # broader concept -> the article titles it links to (and that link back)

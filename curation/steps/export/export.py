@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation import schemas
-from curation.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
-from curation.configtools import to_dict
-from curation.lake import Lake
-from curation.neardup import NearDupConfig, mark_near_duplicates
-from curation.rules import RulesConfig, apply_rules
-from curation.summary import StepSummary
+from curation.storage import schemas
+from curation.steps.export.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
+from curation.config.typed import to_dict
+from curation.storage.lake import Lake
+from curation.steps.export.neardup import NearDupConfig, mark_near_duplicates
+from curation.steps.export.rules import RulesConfig, apply_rules
+from curation.steps.summary import StepSummary
 
 POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags"]
 NEAR_DUPLICATE = "phash_near_duplicate"
