@@ -65,7 +65,7 @@ class Lake:
     endpoint); otherwise it is inferred from the URI.
     """
 
-    def __init__(self, root: str, filesystem: pafs.FileSystem | None = None):
+    def __init__(self, root: str, filesystem: pafs.FileSystem | None = None, *, create: bool = True):
         if filesystem is None:
             filesystem, path = pafs.FileSystem.from_uri(_as_uri(root))
         else:
@@ -73,7 +73,10 @@ class Lake:
         self.uri = root
         self.fs = filesystem
         self.root = path.rstrip("/") or "/"
-        self.fs.create_dir(self.root, recursive=True)
+        if create:
+            self.fs.create_dir(self.root, recursive=True)
+        elif self.fs.get_file_info(self.root).type != pafs.FileType.Directory:
+            raise LakeError(f"no lake at {root}")
 
     # ---- paths -------------------------------------------------------------------------
     def table_dir(self, table: str) -> str:
