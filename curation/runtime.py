@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 _dashboard_url: str | None = None  # set by init_ray; where `ray job submit` reaches this session
@@ -27,8 +27,8 @@ class RuntimeConfig:
     """
 
     address: str | None = None
-    num_cpus: int | None = None
-    object_store_memory: int | None = None
+    num_cpus: int | None = field(default=None, metadata={"min": 1})
+    object_store_memory: int | None = field(default=None, metadata={"min": 1})
     dashboard: bool = False
 
 
@@ -84,3 +84,50 @@ def split_blocks(table, max_rows: int, parallelism: int) -> list:
     and batches stay bounded on big ones."""
     per_block = max(1, min(max_rows, -(-table.num_rows // max(1, parallelism))))
     return [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
+
+
+def ray_stage_args(declared, *, gpus: float = 0, memory: int | None = None) -> dict:
+    """Ray arguments (`num_cpus`, `num_gpus`, `memory`, `resources`) for a stage whose workers
+    run several operators or models, from their declared resources (`Operator.resources`,
+    `Encoder.resources`: dicts like {"num_cpus": 1, "num_gpus": 1, "memory": 2**30}; other
+    keys are custom Ray resources).
+
+    One worker runs the declared parts in turn, each loaded once: CPUs, GPUs and custom
+    resources are the largest single need (the parts never run at the same time), memory is
+    the sum (every part stays resident). `gpus` is the cluster's GPU count: without GPUs,
+    `num_gpus` is dropped and the parts run on CPU (every GPU path has a CPU counterpart),
+    with at least one CPU; more GPUs per worker than the cluster has is an error (the stage
+    would never be scheduled). `memory` (e.g. a configured per-actor reservation) is a floor.
+    """
+    cpus: float | None = None
+    gpu: float = 0.0
+    mem = 0
+    custom: dict[str, float] = {}
+    for res in declared:
+        for k, v in dict(res or {}).items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"declared resource {k!r} must be a number >= 0, got {v!r}")
+            if k == "num_cpus":
+                cpus = max(cpus or 0.0, float(v))
+            elif k == "num_gpus":
+                gpu = max(gpu, float(v))
+            elif k == "memory":
+                mem += int(v)
+            else:
+                custom[k] = max(custom.get(k, 0.0), float(v))
+    args: dict = {}
+    if gpu and gpus > 0:
+        if gpu > gpus:
+            raise ValueError(f"a worker of this stage needs {gpu:g} GPUs; the cluster has {gpus:g}")
+        args["num_gpus"] = gpu
+        if cpus is not None:
+            args["num_cpus"] = cpus
+    else:
+        args["num_cpus"] = cpus if cpus else 1.0
+    if memory:
+        mem = max(mem, int(memory))
+    if mem:
+        args["memory"] = mem
+    if custom:
+        args["resources"] = custom
+    return {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in args.items()}

@@ -54,7 +54,11 @@ class Operator:
     version: bump when outputs change, so the lake can tell stale profiles apart.
     need: the decode the operator requires.
     writes: Arrow fields of the columns it produces; field metadata carries units/scales.
-    resources: Ray resources per worker running it (CPU operators: {"num_cpus": 1}).
+    resources: Ray resources a worker needs to run it (CPU operators: {"num_cpus": 1}; keys
+        num_cpus, num_gpus, memory in bytes, or a custom Ray resource). The profiling stage
+        sizes its tasks from the operators it runs (`curation.runtime.ray_stage_args`: the
+        largest CPU / GPU need, the summed memory); without GPUs in the cluster num_gpus is
+        dropped, so a GPU operator must also run on CPU.
     """
 
     name: ClassVar[str]

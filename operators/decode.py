@@ -1,8 +1,8 @@
 """Read the header, decode once at the smallest size that serves, and share derived views.
 
 `plan_for(needs)` merges the `DecodeNeed`s of every operator in a stage into one `DecodePlan`;
-`open_item(data, plan, max_pixels)` parses the header, rejects oversized images before any
-pixel is decoded, and decodes once:
+`open_item(data, plan, max_pixels)` parses the header (never inflating or decoding anything,
+EXIF included), rejects oversized images on that header, and decodes once:
 
 - JPEG uses libjpeg's DCT-domain scaling (`Image.draft`) to decode directly at 1/2, 1/4 or 1/8
   scale, in grey when only luma is needed (the chroma planes are then never decoded);
@@ -55,7 +55,16 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 class DecodeError(Exception):
-    """The item cannot be decoded (empty, not an image, truncated, too large, ...)."""
+    """The item cannot be decoded (empty, not an image, truncated, too large, ...).
+
+    `item` is the header-only `ImageItem` when the header parsed but the pixels were refused or
+    failed (so header-only operators can still describe the file), None when not even the
+    header could be read.
+    """
+
+    def __init__(self, message: str, item: "ImageItem | None" = None):
+        super().__init__(message)
+        self.item = item
 
 
 @dataclass(frozen=True)
@@ -165,13 +174,19 @@ def open_item(data: bytes, plan: DecodePlan, max_pixels: int = DEFAULT_MAX_PIXEL
 
     Raises DecodeError with a message naming the problem; never returns a partial item.
     """
-    item = open_header(data)
+    item = open_header(data, max_pixels)
     decode_pixels(item, plan, max_pixels)
     return item
 
 
-def open_header(data: bytes) -> ImageItem:
-    """Parse the header only (no pixels). Raises DecodeError if `data` is not an image."""
+def open_header(data: bytes, max_pixels: int | None = None) -> ImageItem:
+    """Parse the header only: no pixel is decoded and no compressed chunk inflated, for any
+    format (the EXIF block included, see `_orientation`).
+
+    With `max_pixels` (pixels), an image whose stored size exceeds it raises DecodeError right
+    after the header parse; the error's `item` still carries the header. Raises DecodeError if
+    `data` is not an image.
+    """
     if not data:
         raise DecodeError("empty file (0 bytes)")
     try:
@@ -179,7 +194,10 @@ def open_header(data: bytes) -> ImageItem:
         header = _read_header(im, data)
     except Exception as exc:  # Pillow raises several types for non-images
         raise DecodeError(f"not a recognised image ({_describe(data)}): {exc}") from None
-    return ImageItem(data=data, header=header)
+    item = ImageItem(data=data, header=header)
+    if max_pixels is not None:
+        _check_pixels(item, max_pixels)
+    return item
 
 
 def decode_pixels(item: ImageItem, plan: DecodePlan, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -188,21 +206,25 @@ def decode_pixels(item: ImageItem, plan: DecodePlan, max_pixels: int = DEFAULT_M
     The pixel limit is checked on the header before any pixel is decoded, so a file claiming
     billions of pixels costs microseconds. Raises DecodeError; `item.header` stays usable.
     """
+    _check_pixels(item, max_pixels)
+    if plan.kind == "header":
+        return
+    header = item.header
+    try:
+        item.image, item.reduction = _decode(Image.open(io.BytesIO(item.data)), header, plan)
+    except Exception as exc:
+        raise DecodeError(f"corrupt or truncated {header.format}: {type(exc).__name__}: {exc}", item) from None
+
+
+def _check_pixels(item: ImageItem, max_pixels: int) -> None:
     header = item.header
     pixels = header.raw_width * header.raw_height
     if pixels > max_pixels:
         raise DecodeError(
             f"too many pixels: {header.raw_width}x{header.raw_height} = {pixels} > max_pixels={max_pixels}, "
-            "not decoded (raise profile.max_pixels to allow it)"
-        )
+            "not decoded (raise profile.max_pixels to allow it)", item)
     if pixels == 0:
-        raise DecodeError("zero width or height")
-    if plan.kind == "header":
-        return
-    try:
-        item.image, item.reduction = _decode(Image.open(io.BytesIO(item.data)), header, plan)
-    except Exception as exc:
-        raise DecodeError(f"corrupt or truncated {header.format}: {type(exc).__name__}: {exc}") from None
+        raise DecodeError("zero width or height", item)
 
 
 def _describe(data: bytes) -> str:
@@ -221,12 +243,7 @@ def _read_header(im: Image.Image, data: bytes) -> ImageHeader:
         # Pillow reads 16-bit RGB(A) PNGs as 8-bit modes; the IHDR says what is stored.
         bit_depth = data[24]
         channels = _PNG_CHANNELS.get(data[25], channels)
-    try:
-        orientation = int(im.getexif().get(0x0112, 1) or 1)
-    except Exception:  # a corrupt EXIF block must not lose the row
-        orientation = 1
-    if orientation not in range(1, 9):
-        orientation = 1
+    orientation = _orientation(im, data)
     width, height = (raw_h, raw_w) if orientation in (5, 6, 7, 8) else (raw_w, raw_h)
     try:
         n_frames = int(getattr(im, "n_frames", 1))
@@ -239,6 +256,42 @@ def _read_header(im: Image.Image, data: bytes) -> ImageHeader:
         n_frames=n_frames, file_size=len(data),
         quantization={int(k): list(v) for k, v in quant.items()} if quant else None,
     )
+
+
+def _orientation(im: Image.Image, data: bytes) -> int:
+    """EXIF orientation (1-8; 1 when absent or corrupt), read without decoding anything.
+
+    Pillow's PNG `getexif()` decodes the whole image (`load()`) to look for an eXIf chunk after
+    the image data: a 437 KB PNG claiming 60000x60000 then costs 3.5 GB and seconds before any
+    size check can run. Instead the PNG chunk list is walked over the bytes (lengths and types
+    only, nothing inflated) and the base `Image.getexif`, which only reads what the header
+    parse stored (and, for TIFF, the IFD), does the rest, XMP orientation included.
+    """
+    try:
+        if im.format == "PNG" and "exif" not in im.info:
+            late = _png_chunk(data, b"eXIf")
+            if late is not None:
+                im.info["exif"] = late
+        orientation = int(Image.Image.getexif(im).get(0x0112, 1) or 1)
+    except Exception:  # a corrupt EXIF block must not lose the row
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _png_chunk(data: bytes, kind: bytes) -> bytes | None:
+    """The body of the first `kind` chunk of a PNG, found by walking chunk headers (12 bytes of
+    framing per chunk, bodies skipped unread); None if absent or past a truncation."""
+    view = memoryview(data)
+    pos = 8  # after the signature
+    while pos + 8 <= len(data):
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        chunk = bytes(view[pos + 4:pos + 8])
+        if chunk == kind:
+            return bytes(view[pos + 8:pos + 8 + length])
+        if chunk == b"IEND":
+            return None
+        pos += 12 + length
+    return None
 
 
 def _reduction(header: ImageHeader, plan: DecodePlan) -> int:

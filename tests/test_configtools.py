@@ -199,3 +199,45 @@ def test_local_dataclass_with_string_annotations_gets_clear_error():
 
     with pytest.raises(TypeError, match="define config dataclasses at module level"):
         from_dict(Local, {})
+
+
+@dataclass
+class Ranged:
+    batch_size: int = field(default=8, metadata={"min": 1})
+    ratio: float | None = field(default=None, metadata={"gt": 0, "lt": 1})
+    levels: list[float] = field(default_factory=list, metadata={"gt": 0})
+    pct: dict[str, float] = field(default_factory=dict, metadata={"min": 0, "max": 100})
+
+
+@dataclass
+class RangedJob:
+    step: Ranged = field(default_factory=Ranged)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"step": {"batch_size": 0}}, "step.batch_size: must be >= 1, got 0"),
+    ({"step": {"ratio": 1.0}}, "step.ratio: must be < 1, got 1.0"),
+    ({"step": {"ratio": 0}}, "step.ratio: must be > 0, got 0.0"),
+    ({"step": {"levels": [0.5, 0.0]}}, "step.levels[1]: must be > 0, got 0.0"),
+    ({"step": {"pct": {"aesthetic": 101}}}, "step.pct.aesthetic: must be <= 100, got 101.0"),
+    ({"step": {"ratio": float("nan")}}, "step.ratio: must be > 0, got nan"),
+])
+def test_declared_ranges_name_the_key(data, message):
+    with pytest.raises(ConfigError) as exc:
+        from_dict(RangedJob, data)
+    assert str(exc.value) == message and exc.value.path == message.split(":")[0]
+
+
+def test_ranges_pass_none_and_valid_values_and_apply_to_overrides():
+    from curation.config.typed import override
+
+    job = from_dict(RangedJob, {"step": {"batch_size": 1, "ratio": None, "levels": [0.1], "pct": {"a": 0}}})
+    assert job.step.batch_size == 1 and job.step.ratio is None
+    new = override(job, {"step.batch_size": 4, "step.pct.b": 50})
+    assert new.step.batch_size == 4 and new.step.pct == {"a": 0.0, "b": 50.0} and job.step.pct == {"a": 0.0}
+    with pytest.raises(ConfigError, match=r"^step.batch_size: must be >= 1, got 0$"):
+        override(job, {"step.batch_size": 0})
+    with pytest.raises(ConfigError, match=r"^step.pct.b: must be <= 100, got 500.0$"):
+        override(job, {"step.pct.b": 500})
+    with pytest.raises(ConfigError, match=r"^step.size: unknown key 'size' for Ranged"):
+        override(job, {"step.size": 1})

@@ -12,6 +12,7 @@ from curation.steps.vectors.dedup import DedupConfig, decide, semantic_groups
 from curation.steps.export.export import DUPLICATE, REMOVED, StageConfig, evaluate
 from curation.storage.lake import Lake
 from curation.steps.vectors.search import VectorSearch, prune
+from curation.steps.vectors.embeddings import read_embeddings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import dedup_reference as ref  # noqa: E402
@@ -136,9 +137,9 @@ def test_demo_dedup_table_and_export(deduped):
 def test_search_and_prune(deduped, tmp_path):
     lake, spec = deduped
     search = VectorSearch.open(lake, spec.score.encoders)
-    emb = lake.read(f"embeddings/{search.encoder_name}")
-    first = emb["id"][0].as_py()
-    vec = np.asarray(emb["vector"][0].as_py(), np.float32)
+    emb_ids, vectors = read_embeddings(lake, search.encoder_name, dtype=np.float32)
+    first = emb_ids[0].as_py()
+    vec = vectors[0]
     hits = search.vectors(vec, k=3)[0]
     assert hits["id"][0].as_py() == first and hits["similarity"][0].as_py() == pytest.approx(1.0, abs=1e-2)
     assert {"uri", "group_id", "community_l0"} <= set(hits.column_names)

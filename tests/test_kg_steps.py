@@ -54,7 +54,7 @@ def test_build_augment_weights_on_a_lake(lake, wiki):
     assert s.notes["samples_with_tags"] == 6  # the tag-style caption counts; prose and junk do not
     assert s.notes["parents_per_level"] == [4, 2]
     kg, version = load_graph(lake)
-    assert version == 2  # build wrote v1, augment v2
+    assert version == 1  # build wrote v0, augment v1 (Delta numbers versions from 0)
     added = kg.kind != "article"
     assert set(kg.kind[added]) == {"taxonomy", "trending"}
     assert all(src.startswith(("taxonomy:pool", "trending:")) for src in kg.source[added])

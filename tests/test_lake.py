@@ -1,57 +1,111 @@
 import json
+import os
+import threading
+import time
 
 import pyarrow as pa
-import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
-from curation.storage.lake import Lake, LakeError
+from curation.storage.lake import Lake, LakeConflict, LakeError
+from curation.storage.migrate import migrate
 
 
-def _t(ids):
-    return pa.table({"id": ids, "x": list(range(len(ids)))})
+def _t(ids, x=None):
+    return pa.table({"id": ids, "x": x if x is not None else list(range(len(ids)))})
 
 
-def test_append_overwrite_and_versions(tmp_path):
+def test_append_overwrite_versions_and_time_travel(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     assert lake.tables() == []
     c1 = lake.write("pool", _t(["a", "b"]), producer={"step": "t"})
     c2 = lake.write("pool", _t(["c"]))
-    assert (c1.version, c2.version) == (1, 2)
-    assert lake.versions("pool") == [1, 2]
+    assert (c1.version, c2.version) == (0, 1)
+    assert lake.versions("pool") == [0, 1]
     assert sorted(lake.read("pool")["id"].to_pylist()) == ["a", "b", "c"]
-    assert lake.read("pool", version=1)["id"].to_pylist() == ["a", "b"]
+    assert lake.read("pool", version=0)["id"].to_pylist() == ["a", "b"]
     c3 = lake.write("pool", _t(["z"]), mode="overwrite")
-    assert lake.read("pool")["id"].to_pylist() == ["z"] and c3.rows == 1
-    assert lake.commit_record("pool", 2).rows == 3 and c2.added_rows == 1
+    assert lake.read("pool")["id"].to_pylist() == ["z"] and c3.rows == 1 and c3.mode == "overwrite"
+    assert lake.commit_record("pool", 1).rows == 3 and c2.added_rows == 1
+    history = lake.history("pool")
+    assert [h.version for h in history] == [2, 1, 0] and history[-1].producer == {"step": "t"}
 
 
-def test_uncommitted_version_is_invisible(tmp_path):
+def test_keyed_append_is_idempotent(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["a", "b"]), key="id")
+    c = lake.write("t", _t(["b", "c", "c"], [9, 9, 9]), key="id")
+    rows = lake.read("t").sort_by("id")
+    assert rows["id"].to_pylist() == ["a", "b", "c"] and rows["x"].to_pylist() == [0, 1, 9]
+    assert c.added_rows == 1
+    again = lake.write("t", _t(["a", "c"]), key="id")  # nothing new: no version written
+    assert again.version == c.version and lake.versions("t") == [0, 1]
+
+
+def test_uncommitted_files_are_invisible_and_vacuumed(tmp_path):
     lake = Lake(str(tmp_path))
     lake.write("t", _t(["a"]))
-    # a crashed writer: files staged for version 2, no commit record
-    staged = lake.staging_dir("t", 2)
-    import pyarrow.parquet as pq
-
-    pq.write_table(_t(["ghost"]), staged + "/part-0.parquet")
+    # a killed writer: a data file in the table directory, no log entry
+    ghost = tmp_path / "t" / "part-ghost.parquet"
+    pq.write_table(_t(["ghost"]), ghost)
+    assert lake.read("t")["id"].to_pylist() == ["a"] and lake.versions("t") == [0]
+    old = time.time() - 3 * 3600
+    os.utime(ghost, (old, old))
+    assert lake.vacuum(retention_hours=1)["t"] and not ghost.exists()
     assert lake.read("t")["id"].to_pylist() == ["a"]
-    assert lake.versions("t") == [1]
-    # the rerun takes the same version number and commits it
-    assert lake.next_version("t") == 2
-    lake.commit("t", 2, [staged + "/part-0.parquet"])
-    assert sorted(lake.read("t")["id"].to_pylist()) == ["a", "ghost"]
+    with pytest.raises(ValueError):
+        lake.vacuum(retention_hours=0)
 
 
-def test_commit_conflicts_and_bad_names(tmp_path):
+def test_vacuum_keeps_versions_that_commits_read(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path))
+    monkeypatch.setattr(Lake, "min_vacuum_hours", 0)  # removals are stamped now: vacuum them at once
+    lake.write("pool", _t(["a"]))
+    lake.write("pool", _t(["b"]), mode="overwrite")  # v1 removes v0's file
+    lake.write("manifests/s", _t(["a"]), reads={"pool": 0})  # an export of pool v0
+    lake.write("pool", _t(["c"]), mode="overwrite")  # v2 removes v1's file
+    assert lake.pinned_versions() == {"pool": {0}}
+    removed = lake.vacuum(retention_hours=0)["pool"]
+    assert len(removed) == 1  # v1's file only
+    assert lake.read("pool", version=0)["id"].to_pylist() == ["a"]
+    with pytest.raises(LakeError):
+        lake.read("pool", version=1)
+
+
+def test_errors_and_bad_names(tmp_path):
     lake = Lake(str(tmp_path))
     lake.write("t", _t(["a"]))
-    with pytest.raises(LakeError):
-        lake.commit("t", 1, [])
     with pytest.raises(LakeError):
         lake.read("missing")
-    with pytest.raises(LakeError):
-        lake.table_dir("../escape")
+    for bad in ("../escape", "_private", "a/b/c", "", "a/../b", ".hidden"):
+        with pytest.raises(LakeError):
+            lake.table_dir(bad)
     with pytest.raises(LakeError):
         lake.read("t", version=9)
+    with pytest.raises(LakeError):
+        Lake(str(tmp_path / "nope"), create=False)
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LakeError, match="is a file"):
+        Lake(str(tmp_path / "file"))
+
+
+def test_damaged_tables_are_reported_not_misread(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["a", "b"]))
+    lake.write("u", _t(["a"]))
+    (tmp_path / "t" / "_delta_log" / "vXYZ.json").write_text("{}")  # a stray file is not a commit
+    assert lake.versions("t") == [0]
+    os.remove(next((tmp_path / "u").glob("*.parquet")))  # a data file deleted by hand
+    status = {s["table"]: s for s in lake.status()}
+    assert status["t"]["error"] is None and status["t"]["rows"] == 2
+    assert status["u"]["missing_files"] == 1 and "missing" in status["u"]["error"]
+    with pytest.raises(LakeError, match="cannot be read"):
+        lake.read("u")
+    # a log entry that is not JSON: reported per table, other tables still listed
+    (tmp_path / "t" / "_delta_log" / f"{1:020d}.json").write_text("not json\n")
+    status = {s["table"]: s for s in lake.status()}
+    assert status["t"]["error"] and set(status) == {"t", "u"}
 
 
 def test_nested_table_names_and_status(tmp_path):
@@ -61,32 +115,111 @@ def test_nested_table_names_and_status(tmp_path):
     status = {s["table"]: s for s in lake.status()}
     assert set(status) == {"manifests/sft", "pool"}
     assert status["manifests/sft"]["rows"] == 2 and status["manifests/sft"]["producer"] == {"step": "export"}
-    record = json.loads((tmp_path / "manifests/sft/_commits/v00000001.json").read_text())
-    assert record["files"] == ["data/v00000001/part-00000.parquet"]
+    assert (tmp_path / "manifests/sft/_delta_log" / f"{0:020d}.json").exists()
 
 
-def test_remove_files_in_append_commit(tmp_path):
+def test_merge_upserts_by_key(tmp_path):
     lake = Lake(str(tmp_path))
-    c1 = lake.write("t", _t(["a", "b"]))
-    old = lake.files("t")[0]
-    lake.write("t", _t(["a2", "b"]), remove=[old])
-    assert sorted(lake.read("t")["id"].to_pylist()) == ["a2", "b"]
-    assert lake.read("t", version=c1.version)["id"].to_pylist() == ["a", "b"]
+    lake.write("t", _t(["a", "b"]))
+    lake.transact("t", lambda snap: _t(["b", "c"], [7, 8]), key="id", update_columns=["x"])
+    rows = lake.read("t").sort_by("id")
+    assert rows["id"].to_pylist() == ["a", "b", "c"] and rows["x"].to_pylist() == [0, 7, 8]
+    assert lake.commit_record("t").operation == "MERGE"
+    assert lake.transact("t", lambda snap: None, key="id", update_columns=["x"]) is None
 
 
-def test_any_pyarrow_filesystem(tmp_path):
-    # a SubTreeFileSystem stands in for an object store: the lake only uses the fs interface
-    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    lake = Lake("lake", filesystem=fs)
-    lake.write("pool", _t(["a"]))
-    assert lake.read("pool")["id"].to_pylist() == ["a"]
-    assert (tmp_path / "lake/pool/_commits/v00000001.json").exists()
+def test_concurrent_keyed_writers_keep_every_row_once(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["seed"]))
+    ids = [f"{i:03d}" for i in range(200)]
+
+    def writer(part):
+        # overlapping key ranges from four writers at once
+        Lake(str(tmp_path)).write("t", _t(ids[part * 40: part * 40 + 80]), key="id")
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    got = lake.read("t")["id"].to_pylist()
+    assert sorted(got) == sorted(["seed"] + ids)
+
+
+def test_concurrent_merges_all_land(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.write("t", pa.table({"id": ["a"], "n": [0]}))
+
+    def bump(_):
+        def make(snap):
+            current = snap.to_pyarrow_dataset().to_table(columns=["id", "n"]).to_pylist()
+            n = max(r["n"] for r in current)
+            return pa.table({"id": ["a"], "n": [n + 1]})
+
+        Lake(str(tmp_path)).transact("t", make, key="id", update_columns=["n"])
+
+    threads = [threading.Thread(target=bump, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert lake.read("t").to_pylist() == [{"id": "a", "n": 4}]  # no lost update
+
+
+def test_conflict_gives_up_cleanly(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["a"]))
+    monkeypatch.setattr(Lake, "max_attempts", 2)
+    from deltalake.exceptions import CommitFailedError
+
+    def always_conflicts(*a, **k):
+        raise CommitFailedError("Concurrent transaction failed")
+
+    monkeypatch.setattr("deltalake.DeltaTable.create_write_transaction", always_conflicts)
+    with pytest.raises(LakeConflict, match="gave up"):
+        lake.write("t", _t(["b"]))
 
 
 def test_file_uri_root(tmp_path):
     lake = Lake("file://" + str(tmp_path / "l"))
     lake.write("t", _t(["a"]))
     assert Lake(str(tmp_path / "l")).read("t").num_rows == 1
+
+
+def test_tables_open_in_other_readers(tmp_path):
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable
+
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["a", "b"]))
+    lake.write("t", _t(["c"]))
+    path = str(tmp_path / "t")
+    assert DeltaTable(path).to_pandas().shape == (3, 2)
+    assert pl.read_delta(path).height == 3
+    ds = DeltaTable(path).to_pyarrow_dataset()
+    assert duckdb.sql("select count(*) from ds").fetchall() == [(3,)]
+    assert DeltaTable(path, version=0).to_pyarrow_table().num_rows == 2
+
+
+def test_migrate_old_layout(tmp_path):
+    root = tmp_path / "old"
+    data = root / "pool" / "data" / "v00000002"
+    data.mkdir(parents=True)
+    pq.write_table(_t(["a", "b"]), data / "part-00000.parquet")
+    (root / "pool" / "_commits").mkdir()
+    record = {"table": "pool", "version": 2, "files": ["data/v00000002/part-00000.parquet"], "rows": 2,
+              "added_rows": 2, "mode": "append", "producer": {"step": "ingest"}, "created_at": "", "stats": {}}
+    (root / "pool" / "_commits" / "v00000002.json").write_text(json.dumps(record))
+    with pytest.raises(LakeError, match="curate migrate"):
+        Lake(str(root))
+    out = migrate(str(root))
+    assert out["pool"]["rows"] == 2
+    lake = Lake(str(root))
+    assert sorted(lake.read("pool")["id"].to_pylist()) == ["a", "b"]
+    assert lake.commit_record("pool").producer["step"] == "ingest"
+    assert (root / "_legacy" / "pool" / "_commits").exists()
+    assert migrate(str(root)) == {}
 
 
 def test_ray_write_and_read(ray_session, tmp_path):
@@ -96,7 +229,10 @@ def test_ray_write_and_read(ray_session, tmp_path):
     schema = pa.schema([("id", pa.string()), ("x", pa.int64())])
     c = lake.write_ray("t", ray.data.from_arrow(_t(["a", "b", "c"])), producer={"step": "t"}, schema=schema)
     assert c.rows == 3 and sorted(r["id"] for r in lake.read_ray("t").take_all()) == ["a", "b", "c"]
+    again = lake.write_ray("t", ray.data.from_arrow(_t(["c", "d"])), schema=schema, key="id")
+    assert sorted(lake.read("t")["id"].to_pylist()) == ["a", "b", "c", "d"] and again.added_rows == 1
     # an empty write still commits a readable, typed (empty) snapshot
     empty = ray.data.from_arrow(_t(["a"])).filter(lambda r: False)
     lake.write_ray("e", empty, schema=schema)
     assert lake.read("e").schema == schema and lake.read("e").num_rows == 0
+    assert lake.read_ray("e").count() == 0

@@ -8,6 +8,7 @@ from curation.steps.ingest.pool import IngestConfig, ingest
 from curation.storage.lake import Lake
 from curation.steps.export.rules import RulesConfig
 from curation.steps.profiling.score import ScoreConfig, Scorer, alignment_column, preflight, prepare_batch, score
+from curation.steps.vectors.embeddings import read_embeddings
 from curation.demo import write_bad_inputs
 from operators.models.base import WeightsError
 from operators.models.encoders import EncoderConfig, image_geometry
@@ -133,9 +134,12 @@ def test_score_step_tables_and_rules(ray_session, inputs, tmp_path):
     scores = lake.read("scores")
     assert scores.num_rows == n and {"aesthetic", "nsfw", "aigc", "clip_alignment"} <= set(scores.column_names)
     emb = lake.read("embeddings/clip")
-    assert emb.schema.field("vector").type == pa.list_(pa.float16(), 32)
+    assert emb.schema.field("vector").type == pa.binary()  # float16 packed: Delta has no float16
+    emb_ids, vectors = read_embeddings(lake, "clip")
+    assert vectors.dtype == np.float16 and vectors.shape == (emb.num_rows, 32)
+    assert np.allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1, atol=1e-2)
     ok = scores.filter(pa.compute.is_null(scores["error"]))
-    assert sorted(emb["id"].to_pylist()) == sorted(ok["id"].to_pylist())
+    assert sorted(emb_ids.to_pylist()) == sorted(ok["id"].to_pylist())
     assert score(lake, cfg).notes.get("up_to_date")  # incremental: nothing left to do
     # export sees the score columns: thresholds by value and by pool percentile
     from curation.steps.profiling.profile import ProfileConfig, profile

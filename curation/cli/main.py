@@ -1,7 +1,7 @@
 """`curate`: the command line.
 
     curate demo [--workdir DIR] [--images N]
-    curate ingest LAKE SOURCE [--source NAME] [--uri-column COL]
+    curate ingest LAKE SOURCE [--source NAME] [--uri-column COL] [--follow-symlinks]
     curate profile LAKE [--spec SPEC] [--operators a,b,...] [--max-pixels N]
     curate score LAKE [--spec SPEC]
     curate dedup LAKE [--spec SPEC]
@@ -15,197 +15,147 @@
     curate status LAKE [--json]
     curate run SPEC
 
-Every command that computes takes --address (a Ray cluster; default: RAY_ADDRESS or an
-embedded local Ray) and --num-cpus (embedded Ray only).
+Commands whose steps run on Ray take --address (a Ray cluster; default: RAY_ADDRESS or an
+embedded local Ray) and --num-cpus (embedded Ray only); the knowledge-graph commands, search and
+prune run in this process and take neither. Every step command takes --spec (stages and step
+options; default: the packaged jobs/profile.yaml) and --set KEY=VALUE (any spec key, e.g.
+`--set profile.batch_size=8`). A step registered in `curation.steps.registry` without a command
+of its own below gets a generic one: `curate <step> LAKE [--spec SPEC] [--set KEY=VALUE]`.
+
+Configuration problems (YAML syntax, duplicate keys, unknown keys, values out of range, unknown
+steps / operators / stages, missing inputs or model files, a lake path that cannot be used) are
+found before Ray starts and before anything is written; they print one line naming the file,
+line or key and exit with status 2 (-v also prints the traceback).
+
+Adding a subcommand: write `_add_<name>(sub)` that adds its parser and sets `handler=` (a
+function of the parsed args returning the exit status), and append it to COMMANDS. Step
+commands build their overrides as dotted keys and go through `curation.steps.run.run_step`
+(`dataclasses.replace` with the same checks as the YAML; nothing is mutated in place).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+from typing import Any, Callable
 
 from curation.config.typed import ConfigError
 
+log = logging.getLogger("curate")
 
-def _runtime_args(p: argparse.ArgumentParser) -> None:
+
+# --------------------------------------------------------------------------- shared arguments
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. profile.batch_size=8), got {text!r}")
+    from curation.config.yamlfile import load_yaml
+
+    try:
+        parsed, _ = load_yaml(value, f"--set {key}")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return key.strip(), parsed
+
+
+def _lake_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lake", help="lake root: a path or pyarrow.fs URI (s3://bucket/lake)")
+
+
+def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address ('auto', 'ray://host:10001'); default: RAY_ADDRESS or embedded")
     p.add_argument("--num-cpus", type=int, help="CPUs for an embedded local Ray (default: all)")
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="job spec YAML for step options and stages (default: packaged jobs/profile.yaml)")
+    p.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", type=_key_value, default=[],
+                   help="set a spec key (dotted path, YAML value), e.g. profile.batch_size=8; repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curate", description="Text-to-image data curation on Ray Data.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--address / --num-cpus as spec overrides (given ones only: 0 is checked, not ignored)."""
+    out = {}
+    if getattr(args, "address", None) is not None:
+        out["runtime.address"] = args.address
+    if getattr(args, "num_cpus", None) is not None:
+        out["runtime.num_cpus"] = args.num_cpus
+    return out
 
-    p = sub.add_parser("demo", help="generate a small corpus offline and run ingest -> profile -> export")
+
+def _step_parser(sub, command: str, step: str, help: str | None = None) -> argparse.ArgumentParser:
+    """A parser for a command that runs registered step `step` on a LAKE: --spec, --set, and
+    the Ray options when the step needs Ray."""
+    from curation.steps import registry
+
+    entry = registry.get(step)
+    p = sub.add_parser(command, help=help or entry.help)
+    _lake_arg(p)
+    _spec_args(p)
+    if entry.needs_ray:
+        _ray_args(p)
+    p.set_defaults(step=step)
+    return p
+
+
+def _run_step_command(args: argparse.Namespace, options: dict[str, Any] | None = None,
+                      overrides: dict[str, Any] | None = None) -> int:
+    from curation.config.spec import load_spec
+    from curation.steps.run import run_step
+
+    spec = load_spec(args.spec)
+    changes = {**dict(args.sets), **_runtime_overrides(args), **(overrides or {})}
+    run_step(args.lake, args.step, spec, overrides=changes, printer=print, **(options or {}))
+    return 0
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="generate a small corpus offline and run the demo job (jobs/demo.yaml)")
     p.add_argument("--workdir", default="./curate-demo", help="where corpus/, lake/ and export/ go")
     p.add_argument("--images", type=int, default=120, help="generated images (plus planted bad files)")
-    _runtime_args(p)
-
-    p = sub.add_parser("ingest", help="add a source's images to the lake's pool")
-    p.add_argument("lake", help="lake root: a path or pyarrow.fs URI (s3://bucket/lake)")
-    p.add_argument("source", help="image directory, table (.parquet/.csv/.jsonl) or WebDataset .tar shard(s)")
-    p.add_argument("--source", dest="name", help="source name recorded per item (default: the source's basename)")
-    p.add_argument("--uri-column", help="table sources: the column with image uris (default: auto-detect)")
-    _runtime_args(p)
-
-    p = sub.add_parser("profile", help="compute profile features for pool items not yet profiled")
-    p.add_argument("lake")
-    p.add_argument("--operators", help="comma-separated operator names (default: the spec's)")
-    p.add_argument("--max-pixels", type=int, help="reject headers above this many pixels before decoding")
-    _runtime_args(p)
-
-    p = sub.add_parser("score", help="embeddings, model heads and image-caption alignment (the spec's `score:` section)")
-    p.add_argument("lake")
-    _runtime_args(p)
-
-    p = sub.add_parser("dedup", help="semantic dedup: k-NN graph, Leiden communities, one decision per item")
-    p.add_argument("lake")
-    _runtime_args(p)
-
-    for name, text in (("search", "cross-modal search: items nearest to a text or an image"),
-                       ("prune", "list (and with --apply record the removal of) communities hit by failure queries")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("lake")
-        p.add_argument("--text", action="append", default=[], help="a text query (repeatable for prune)")
-        p.add_argument("--image", action="append", default=[], help="an image path/uri query (repeatable for prune)")
-        p.add_argument("-k", type=int, default=10 if name == "search" else 50, help="neighbours per query")
-        p.add_argument("--encoder", help="embeddings/<encoder> to search (default: the only one)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        _runtime_args(p)
-        if name == "prune":
-            p.add_argument("--reason", required=True, help="recorded with every removal")
-            p.add_argument("--min-similarity", type=float, default=0.3, help="hits below this are ignored")
-            p.add_argument("--level", type=int, default=0, help="community level (community_l<level>)")
-            p.add_argument("--apply", action="store_true", help="record the removals (default: only list them)")
-
-    p = sub.add_parser("export", help="apply a stage's rules and dedup, write its Parquet manifest")
-    p.add_argument("lake")
-    p.add_argument("--stage", required=True, help="stage name defined in the spec")
-    p.add_argument("--out", help="also write manifest.parquet and _manifest.json to this directory")
-    _runtime_args(p)
-
-    kg = sub.add_parser("kg", help="world knowledge graph: build from Wikipedia dumps, augment, sample weights")
-    kg_sub = kg.add_subparsers(dest="kg_command", required=True)
-    p = kg_sub.add_parser("build", help="Wikipedia dumps -> articles, links, aliases, PageRank, pruning -> kg_nodes/kg_edges")
-    p.add_argument("lake")
-    p.add_argument("--xml", help="pages-articles XML export (.xml, .xml.gz, .xml.bz2)")
-    for table in ("page", "pagelinks", "linktarget", "redirect"):
-        p.add_argument(f"--{table}", help=f"the `{table}` SQL dump (.sql, .sql.gz, .sql.bz2)")
-    p.add_argument("--pagerank-percentile", type=float, help="drop articles below this PageRank percentile (e.g. 10)")
-    p.add_argument("--min-pagerank", type=float, help="drop articles with PageRank below this (scores sum to 1)")
-    p.add_argument("--judgments", help="generatability judgments file (CSV / JSONL / Parquet: title, generatable[, reason])")
-    p.add_argument("--no-rules", action="store_true", help="skip the title rules (disambiguation, lists, years, dates)")
-    p.add_argument("--spec", help="job spec YAML with a `kg:` section (command-line options override it)")
-    p = kg_sub.add_parser("augment", help="taxonomy from the pool's tags, prompt-log boosts, trending concepts")
-    p.add_argument("lake")
-    p.add_argument("--prompts", help="prompt log: text (one per line) or Parquet/CSV/JSONL with a `prompt` column")
-    p.add_argument("--trending", help="trending concepts: one per line, optional tab + boost factor")
-    p.add_argument("--levels", help="taxonomy clusters per level, bottom-up, e.g. 64,8")
-    p.add_argument("--spec", help="job spec YAML with a `kg:` section")
-    p = kg_sub.add_parser("weights", help="one BM25 x hierarchy sampling weight per pool item -> `weights`")
-    p.add_argument("lake")
-    p.add_argument("--spec", help="job spec YAML with a `kg:` section")
-
-    p = sub.add_parser("status", help="list the lake's tables, versions, row counts and producers")
-    p.add_argument("lake")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p = sub.add_parser("run", help="run a job spec's steps")
-    p.add_argument("spec_path", metavar="SPEC", help="job spec YAML (e.g. jobs/profile.yaml)")
-    p.add_argument("--address", help="Ray cluster address; overrides the spec's runtime.address")
-    p.add_argument("--num-cpus", type=int, help="CPUs for an embedded local Ray")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _dispatch(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"curate {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    from curation.storage.lake import Lake
-
-    if args.command == "status":
-        return _status(Lake(args.lake), args.json)
-
-    from curation.config.spec import JobSpec, StepSpec, load_spec
-
-    if args.command == "demo":
-        return _demo(args)
-    if args.command in ("search", "prune"):
-        return _search(args, load_spec(args.spec))
-    if args.command == "kg":
-        return _kg(args, load_spec(args.spec))
-    spec: JobSpec = load_spec(args.spec_path if args.command == "run" else args.spec)
-    spec.runtime = dataclasses.replace(spec.runtime, address=args.address or spec.runtime.address,
-                                       num_cpus=args.num_cpus or spec.runtime.num_cpus)
-    if args.command != "run":
-        spec.lake = args.lake
-        if args.command == "ingest":
-            spec.steps = [StepSpec("ingest", source=args.source, name=args.name, uri_column=args.uri_column)]
-        elif args.command == "profile":
-            if args.operators:
-                spec.profile.operators = [o.strip() for o in args.operators.split(",") if o.strip()]
-            if args.max_pixels:
-                spec.profile.max_pixels = args.max_pixels
-            spec.steps = [StepSpec("profile")]
-        elif args.command in ("score", "dedup"):
-            spec.steps = [StepSpec(args.command)]
-        elif args.command == "export":
-            spec.steps = [StepSpec("export", stage=args.stage, out=args.out)]
-    from curation.steps.run import run_job
-
-    run_job(spec)
-    return 0
-
-
-def _kg(args: argparse.Namespace, spec) -> int:
-    from curation.steps.run import run_job
-    from curation.config.spec import StepSpec
-
-    spec.lake = args.lake
-    if args.kg_command == "build":
-        b = spec.kg.build
-        if args.xml or args.page or args.pagelinks:
-            b.xml, b.page, b.pagelinks = args.xml, args.page, args.pagelinks
-            b.linktarget, b.redirect = args.linktarget, args.redirect
-        overrides = {key: value for key, value in (("pagerank_percentile", args.pagerank_percentile),
-                                                   ("min_pagerank", args.min_pagerank),
-                                                   ("judgments_file", args.judgments)) if value is not None}
-        if args.no_rules:
-            overrides["rules"] = False
-        b.prune = dataclasses.replace(b.prune, **overrides)  # replace() validates the new values
-    elif args.kg_command == "augment":
-        a = spec.kg.augment
-        a.prompts = args.prompts or a.prompts
-        a.trending = args.trending or a.trending
-        if args.levels:
-            a.taxonomy = dataclasses.replace(a.taxonomy, levels=[int(k) for k in args.levels.split(",") if k.strip()])
-    spec.steps = [StepSpec(f"kg-{args.kg_command}")]
-    spec.validate()
-    run_job(spec)
-    return 0
+    _ray_args(p)
+    p.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from curation.steps.run import run_job
     from curation.config.spec import load_spec, packaged_spec_path
+    from curation.config.typed import override
     from curation.demo import make_demo_corpus
     from curation.demo.wiki import write_demo_wiki
+    from curation.steps.run import run_job
+    from curation.storage.location import check_output_dir
 
     workdir = os.path.abspath(args.workdir)
+    check_output_dir(workdir, "--workdir")
+    os.environ["CURATE_DEMO_DIR"] = workdir
+    spec = load_spec(packaged_spec_path("demo.yaml"))
+    spec = override(spec, _runtime_overrides(args))  # checked before the corpus is written
     corpus_dir = os.path.join(workdir, "corpus")
     if os.path.isdir(corpus_dir):
         print(f"demo corpus exists: {corpus_dir} (reusing it)")
@@ -215,23 +165,89 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"demo corpus: {len(info.files)} files in {corpus_dir} ({time.perf_counter() - t0:.1f}s), "
               f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
     write_demo_wiki(os.path.join(workdir, "wiki"))
-    os.environ["CURATE_DEMO_DIR"] = workdir
-    spec = load_spec(packaged_spec_path("demo.yaml"))
-    spec.runtime = dataclasses.replace(spec.runtime, address=args.address, num_cpus=args.num_cpus)
     summaries = run_job(spec)
     manifest = summaries[-1].notes.get("manifest")
     print(f"\nlake: {spec.lake}\nmanifest: {manifest}\ninspect: curate status {spec.lake}")
     return 0
 
 
-def _search(args: argparse.Namespace, spec) -> int:
-    from curation.storage.lake import Lake
-    from curation.steps.vectors.search import VectorSearch, prune
+def _add_ingest(sub) -> None:
+    p = _step_parser(sub, "ingest", "ingest")
+    p.add_argument("source", help="image directory, table (.parquet/.csv/.jsonl) or WebDataset .tar shard(s)")
+    p.add_argument("--source", dest="name", help="source name recorded per item (default: the source's basename)")
+    p.add_argument("--uri-column", help="table sources: the column with image uris (default: auto-detect)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="directory sources: also follow links that resolve outside the source directory "
+                        "(default: such links become rows with an error)")
+    p.set_defaults(handler=lambda a: _run_step_command(
+        a, options={"source": a.source, "name": a.name, "uri_column": a.uri_column},
+        overrides={"ingest.follow_symlinks": True} if a.follow_symlinks else None))
+
+
+def _add_profile(sub) -> None:
+    p = _step_parser(sub, "profile", "profile")
+    p.add_argument("--operators", help="comma-separated operator names (default: the spec's)")
+    p.add_argument("--max-pixels", type=int, help="reject headers above this many pixels before decoding")
+
+    def run(a: argparse.Namespace) -> int:
+        overrides: dict[str, Any] = {}
+        if a.operators is not None:
+            overrides["profile.operators"] = [o.strip() for o in a.operators.split(",") if o.strip()]
+        if a.max_pixels is not None:
+            overrides["profile.max_pixels"] = a.max_pixels
+        return _run_step_command(a, overrides=overrides)
+
+    p.set_defaults(handler=run)
+
+
+def _add_score(sub) -> None:
+    _step_parser(sub, "score", "score", "embeddings, model heads and image-caption alignment "
+                 "(the spec's `score:` section)").set_defaults(handler=_run_step_command)
+
+
+def _add_dedup(sub) -> None:
+    _step_parser(sub, "dedup", "dedup").set_defaults(handler=_run_step_command)
+
+
+def _add_search_prune(sub) -> None:
+    for name, text in (("search", "cross-modal search: items nearest to a text or an image"),
+                       ("prune", "list (and with --apply record the removal of) communities hit by failure queries")):
+        p = sub.add_parser(name, help=text)
+        _lake_arg(p)
+        p.add_argument("--text", action="append", default=[], help="a text query (repeatable for prune)")
+        p.add_argument("--image", action="append", default=[], help="an image path/uri query (repeatable for prune)")
+        p.add_argument("-k", type=_positive_int, default=10 if name == "search" else 50, help="neighbours per query")
+        p.add_argument("--encoder", help="embeddings/<encoder> to search (default: the only one)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--spec", help="job spec YAML whose `score.encoders` embed the queries")
+        if name == "prune":
+            p.add_argument("--reason", required=True, help="recorded with every removal")
+            p.add_argument("--min-similarity", type=float, default=0.3, help="hits below this are ignored")
+            p.add_argument("--level", type=int, default=0, help="community level (community_l<level>)")
+            p.add_argument("--apply", action="store_true", help="record the removals (default: only list them)")
+        p.set_defaults(handler=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from curation.config.spec import check_name, load_spec
+    from curation.storage.location import check_input, check_lake
 
     queries = [("text", t) for t in args.text] + [("image", p) for p in args.image]
     if not queries or (args.command == "search" and len(queries) != 1):
-        raise ValueError("give one --text or --image" if args.command == "search" else "give --text and/or --image queries")
-    search = VectorSearch.open(Lake(args.lake), spec.score.encoders, name=args.encoder)
+        raise ConfigError("give one --text or --image" if args.command == "search" else "give --text and/or --image queries")
+    if args.encoder is not None:
+        check_name(args.encoder, "--encoder", "encoder")
+    for _, path in (q for q in queries if q[0] == "image"):
+        check_input(path, "--image")
+    spec = load_spec(args.spec)
+    check_lake(args.lake, create=False)  # the lake must be there (with embeddings)
+    if getattr(args, "apply", False):
+        check_lake(args.lake, create=True)  # prune --apply writes `removals`: writable too
+
+    from curation.steps.vectors.search import VectorSearch, prune
+    from curation.storage.lake import Lake
+
+    search = VectorSearch.open(Lake(args.lake, create=False), spec.score.encoders, name=args.encoder)
     if args.command == "search":
         kind, value = queries[0]
         table = search.text(value, args.k) if kind == "text" else search.image(value, args.k)
@@ -251,9 +267,73 @@ def _search(args: argparse.Namespace, spec) -> int:
     return 0
 
 
-def _status(lake, as_json: bool) -> int:
+def _add_export(sub) -> None:
+    p = _step_parser(sub, "export", "export")
+    p.add_argument("--stage", required=True, help="stage name defined in the spec")
+    p.add_argument("--out", help="also write manifest.parquet and _manifest.json to this directory")
+    p.set_defaults(handler=lambda a: _run_step_command(a, options={"stage": a.stage, "out": a.out}))
+
+
+def _add_kg(sub) -> None:
+    kg = sub.add_parser("kg", help="world knowledge graph: build from Wikipedia dumps, augment, sample weights")
+    kg_sub = kg.add_subparsers(dest="kg_command", required=True)
+
+    p = _step_parser(kg_sub, "build", "kg-build",
+                     "Wikipedia dumps -> articles, links, aliases, PageRank, pruning -> kg_nodes/kg_edges")
+    p.add_argument("--xml", help="pages-articles XML export (.xml, .xml.gz, .xml.bz2)")
+    for table in ("page", "pagelinks", "linktarget", "redirect"):
+        p.add_argument(f"--{table}", help=f"the `{table}` SQL dump (.sql, .sql.gz, .sql.bz2)")
+    p.add_argument("--pagerank-percentile", type=float, help="drop articles below this PageRank percentile (e.g. 10)")
+    p.add_argument("--min-pagerank", type=float, help="drop articles with PageRank below this (scores sum to 1)")
+    p.add_argument("--judgments", help="generatability judgments file (CSV / JSONL / Parquet: title, generatable[, reason])")
+    p.add_argument("--no-rules", action="store_true", help="skip the title rules (disambiguation, lists, years, dates)")
+    p.set_defaults(handler=_kg_build)
+
+    p = _step_parser(kg_sub, "augment", "kg-augment")
+    p.add_argument("--prompts", help="prompt log: text (one per line) or Parquet/CSV/JSONL with a `prompt` column")
+    p.add_argument("--trending", help="trending concepts: one per line, optional tab + boost factor")
+    p.add_argument("--levels", type=_int_list, help="taxonomy clusters per level, bottom-up, e.g. 64,8")
+
+    def augment(a: argparse.Namespace) -> int:
+        overrides = {key: value for key, value in (("kg.augment.prompts", a.prompts), ("kg.augment.trending", a.trending),
+                                                   ("kg.augment.taxonomy.levels", a.levels)) if value is not None}
+        return _run_step_command(a, overrides=overrides)
+
+    p.set_defaults(handler=augment)
+
+    _step_parser(kg_sub, "weights", "kg-weights").set_defaults(handler=_run_step_command)
+
+
+def _kg_build(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.xml or args.page or args.pagelinks:  # dumps on the command line replace the spec's
+        overrides.update({f"kg.build.{k}": getattr(args, k) for k in ("xml", "page", "pagelinks", "linktarget", "redirect")})
+    for key, value in (("pagerank_percentile", args.pagerank_percentile), ("min_pagerank", args.min_pagerank),
+                       ("judgments_file", args.judgments)):
+        if value is not None:
+            overrides[f"kg.build.prune.{key}"] = value
+    if args.no_rules:
+        overrides["kg.build.prune.rules"] = False
+    return _run_step_command(args, overrides=overrides)
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="list the lake's tables, versions, row counts and producers")
+    _lake_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from curation.storage.location import check_lake
+
+    check_lake(args.lake, create=False)  # a read-only command creates nothing
+
+    from curation.storage.lake import Lake
+
+    lake = Lake(args.lake, create=False)
     rows = lake.status()
-    if as_json:
+    if args.json:
         print(json.dumps({"lake": lake.uri, "tables": rows}, indent=1, default=str))
         return 0
     if not rows:
@@ -264,6 +344,78 @@ def _status(lake, as_json: bool) -> int:
         producer = ", ".join(f"{k}={v}" for k, v in r["producer"].items() if not isinstance(v, dict))
         print(f"{r['table']:<24} {r['versions']:>8} {r['latest']:>6} {r['rows']:>10}  {r['created_at']:<25} {producer}")
     return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a job spec's steps")
+    p.add_argument("spec_path", metavar="SPEC", help="job spec YAML (e.g. jobs/profile.yaml)")
+    p.add_argument("--address", help="Ray cluster address; overrides the spec's runtime.address")
+    p.add_argument("--num-cpus", type=int, help="CPUs for an embedded local Ray")
+    p.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", type=_key_value, default=[],
+                   help="set a spec key (dotted path, YAML value), e.g. lake=/data/lake; repeatable")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from curation.config.spec import load_spec
+    from curation.config.typed import override
+    from curation.steps.run import run_job
+
+    spec = override(load_spec(args.spec_path), {**dict(args.sets), **_runtime_overrides(args)})
+    run_job(spec)
+    return 0
+
+
+def _add_generic_steps(sub) -> None:
+    """A command for every registered step that has none of its own above."""
+    from curation.steps import registry
+
+    for entry in registry.steps():
+        if entry.name not in _STEPS_WITH_COMMANDS:
+            _step_parser(sub, entry.name, entry.name).set_defaults(handler=_run_step_command)
+
+
+_STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "kg-build", "kg-augment", "kg-weights"}
+
+COMMANDS: list[Callable[[Any], None]] = [
+    _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export,
+    _add_kg, _add_status, _add_run, _add_generic_steps,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description="Text-to-image data curation on Ray Data.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Problems with what the user gave (spec, options, paths, lake): one line, exit 2."""
+    if isinstance(exc, (ConfigError, ValueError, FileNotFoundError)):
+        return True
+    lake_module = sys.modules.get("curation.storage.lake")
+    return lake_module is not None and isinstance(exc, getattr(lake_module, "LakeError", ()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    name = " ".join(filter(None, (args.command, getattr(args, "kg_command", None))))
+    try:
+        return args.handler(args)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; the rest propagate
+        if not _is_user_error(exc):
+            raise
+        if args.verbose:
+            log.exception("curate %s failed", name)
+        print(f"curate {name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

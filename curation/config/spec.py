@@ -16,22 +16,25 @@ A spec names a lake, the runtime, step options, the training stages, and the ste
       - {step: kg-augment}       # taxonomy from the pool's tags, prompt log, trending list
       - {step: kg-weights}       # one sampling weight per pool item -> `weights`
 
-`${VAR}` and `${VAR:-default}` are expanded from the environment before parsing. Unknown keys
-and wrong types are errors naming the key path. The same spec runs on an embedded local Ray
-or on a cluster (`runtime.address`, `--address`, or RAY_ADDRESS).
+`${VAR}` and `${VAR:-default}` are expanded from the environment before parsing. The YAML is
+read strictly (`curation.config.yamlfile`: safe loader, duplicate keys refused, syntax errors as
+file:line:column). Unknown keys, wrong types, values out of their declared range, unknown steps,
+operators and stages are `ConfigError`s naming the file, line and key path; `load_spec` checks
+the document, `curation.steps.run.check_job` checks the world (files, models, the lake) before
+any work. The steps are those of `curation.steps.registry`. The same spec runs on an embedded
+local Ray or on a cluster (`runtime.address`, `--address`, or RAY_ADDRESS).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
-from typing import Literal
-
-import yaml
 
 from curation.config.typed import ConfigError, from_dict
+from curation.config.yamlfile import load_yaml
+from curation.steps import registry
 from curation.steps.vectors.dedup import DedupConfig
 from curation.steps.export.export import StageConfig
 from curation.steps.ingest.pool import IngestConfig
@@ -43,16 +46,36 @@ from curation.steps.profiling.score import ScoreConfig
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+# Names that become part of a table path (`manifests/<stage>`, `embeddings/<encoder>`).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(name: str, where: str, kind: str = "name") -> None:
+    """A stage or encoder name: letters, digits, `_`, `.`, `-` (no `/`, no `..`); it becomes
+    part of a table path, so nothing may escape the lake."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{where}: invalid {kind} name {name!r} (use letters, digits, '_', '.', '-'; "
+                          "no '/' or '..')", where)
+
+
 @dataclass
 class StepSpec:
-    """One step of a job. ingest uses source/name/uri_column; export uses stage/out."""
+    """One step of a job: `step` is a registered step name (`curation.steps.registry`); the
+    other fields are per-step options, each accepted by the steps that declare it: ingest
+    takes source/name/uri_column (overriding the `ingest:` section), export takes stage/out."""
 
-    step: Literal["ingest", "profile", "score", "dedup", "export", "kg-build", "kg-augment", "kg-weights"]
+    step: str
     source: str | None = None
     name: str | None = None
     uri_column: str | None = None
     stage: str | None = None
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        registry.get(self.step)  # ConfigError listing the known steps
+
+
+STEP_OPTIONS = tuple(f.name for f in fields(StepSpec) if f.name != "step")
 
 
 @dataclass
@@ -73,22 +96,23 @@ class JobSpec:
         return self.stages[name]
 
     def validate(self) -> None:
+        """Document checks (no I/O): names that become table paths, the score section, every
+        step's name, options and `validate` hook. Raises ConfigError naming the key path."""
+        if not self.lake:
+            raise ConfigError("lake: no lake path given", "lake")
+        for name in self.stages:
+            check_name(name, f"stages.{name}", "stage")
+        for i, enc in enumerate(self.score.encoders):
+            check_name(enc.name, f"score.encoders[{i}].name", "encoder")
+        if self.dedup.encoder is not None:
+            check_name(self.dedup.encoder, "dedup.encoder", "encoder")
         try:
             self.score.validate()
         except ValueError as exc:
-            raise ConfigError(f"score: {exc}") from None
+            raise ConfigError(f"score: {exc}", "score") from None
         for i, s in enumerate(self.steps):
-            if s.step == "ingest" and not (s.source or self.ingest.source):
-                raise ConfigError(f"steps[{i}]: ingest needs a source")
-            if s.step == "kg-build":
-                try:
-                    self.kg.build.validate()
-                except ValueError as exc:
-                    raise ConfigError(f"steps[{i}]: {exc}") from None
-            if s.step == "export":
-                if not s.stage:
-                    raise ConfigError(f"steps[{i}]: export needs a stage")
-                self.stage(s.stage)
+            where = f"steps[{i}]"
+            registry.get(s.step, f"{where}.step").check(self, s, where)
 
 
 def expand_env(text: str) -> str:
@@ -96,19 +120,33 @@ def expand_env(text: str) -> str:
 
 
 def load_spec(path: str | None = None) -> JobSpec:
-    """Load a spec file; None loads the packaged default (`jobs/profile.yaml`)."""
+    """Load and check a spec file; None loads the packaged default (`jobs/profile.yaml`).
+
+    Every problem is a ConfigError of one line naming the file and, where it can, the line and
+    key: YAML syntax, duplicate keys, `!!python` tags, unknown keys, types, ranges, steps,
+    operators, stage names."""
     if path is None:
         text = resources.files("jobs").joinpath("profile.yaml").read_text()
         origin = "jobs/profile.yaml (packaged)"
     else:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise ConfigError(f"job spec not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read job spec {path}: {getattr(exc, 'strerror', None) or exc}") from None
         origin = path
-    data = yaml.safe_load(expand_env(text)) or {}
+    data, locate = load_yaml(expand_env(text), origin)
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a job spec must be a mapping, got {type(data).__name__}")
-    spec = from_dict(JobSpec, data)
-    spec.validate()
+    try:
+        spec = from_dict(JobSpec, data)
+        spec.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{locate(exc.path)}: {exc}", exc.path) from None
     return spec
 
 

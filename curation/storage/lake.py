@@ -1,26 +1,48 @@
-"""A lake: versioned Parquet tables under one root URI on any `pyarrow.fs` filesystem.
+"""A lake: Delta Lake tables under one root URI (local path, `file://`, `s3://`, `gs://`, ...).
 
-Layout under the root (local path, `file://`, `s3://`, `gs://`, ...)::
+Every table is a Delta table (Parquet data files plus a `_delta_log/` transaction log) in the
+directory `<root>/<table>`; a table name may contain one '/' (`embeddings/clip_b32`,
+`manifests/sft`). Anything that reads Delta reads the lake: `deltalake.DeltaTable`, Ray Data
+`read_delta`, Spark, DuckDB, Polars, pandas (through `DeltaTable(...).to_pyarrow_dataset()`).
 
-    <table>/data/v00000003/part-*.parquet     files written by version 3
-    <table>/_commits/v00000003.json           commit record, written last
+What the lake promises, and how:
+- **Invisible until committed.** Data files are written first (by the driver, or by Ray
+  workers in `write_ray`), then one commit lands in the log from the driver. A killed writer
+  leaves orphan files no snapshot lists; `vacuum` deletes them once older than its retention.
+- **One writer wins at a time, nobody loses rows.** Every commit carries the Delta
+  application transaction `curate-writer`; delta-rs rejects a commit whose table moved on
+  since the writer's snapshot and carries the same application id, so two writers of one table
+  can never both commit against the same snapshot. The loser re-reads and tries again (up to
+  `max_attempts`): an append re-checks its keys against the new snapshot, a MERGE is
+  recomputed by its caller (`transact`).
+- **Idempotent reruns.** Appends may name a key (`key="id"`): rows whose key the table
+  already holds are dropped before the commit, so a rerun after a crash, or a racing writer,
+  never duplicates a row.
+- **Provenance.** Each commit's `curate` metadata holds the producer (step, versions,
+  parameters), row counts, free-form stats and `reads`: the versions of other tables the
+  write was computed from (export records what it exported). `history()` shows them.
+- **Time travel.** `read(table, version=N)`; `versions(table)`; `history(table)`.
+- **Keyed upserts** through Delta MERGE (`merge`).
+- **Vacuum** with a retention that never drops a version a commit's `reads` references, nor
+  the latest one (`vacuum`).
 
-A table name may contain '/' (`manifests/sft`). A commit record lists the *whole* snapshot
-(every file of the table at that version, relative to the table directory), the producer and
-row counts. A version becomes visible only when its record exists; the record is written in
-one atomic step (temp file + rename locally; a single PUT on object stores), so a crash leaves
-an invisible orphan directory, never a half-written table. Readers resolve a snapshot from one
-record, so they never see files of an uncommitted write. One writer per table at a time.
+Object stores: credentials come from the environment (AWS_*, GOOGLE_*, AZURE_*) or
+`storage_options` (delta-rs keys). S3 needs a commit coordinator for concurrent writers
+(delta-rs: `AWS_S3_LOCKING_PROVIDER=dynamodb`, or a store with conditional PUT); local disks,
+GCS and Azure commit atomically by themselves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import posixpath
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,133 +50,242 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-COMMITS = "_commits"
-DATA = "data"
+from curation.storage.faults import fault_point
+
+LOG_DIR = "_delta_log"
+LEGACY_COMMITS = "_commits"  # the pre-Delta layout (see curation.storage.migrate)
+WRITER_APP_ID = "curate-writer"
+META_KEY = "curate"
+_LOG_FILE = re.compile(r"^(\d{20})\.json$")
+_TABLE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class LakeError(Exception):
-    """A table or version that does not exist, or a conflicting write."""
+    """A table or version that does not exist, a damaged table, or a write that lost its race."""
+
+
+class LakeConflict(LakeError):
+    """Another writer committed to the table since this writer's snapshot."""
 
 
 @dataclass
 class Commit:
-    """One committed version of a table."""
+    """One committed version of a table, as recorded in its log."""
 
     table: str
     version: int
-    files: list[str]
     rows: int
     added_rows: int
     mode: str
+    files: int = 0
+    operation: str = ""
     producer: dict[str, Any] = field(default_factory=dict)
-    created_at: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    reads: dict[str, int] = field(default_factory=dict)
+    created_at: str = ""
 
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=1, sort_keys=True, default=str)
 
+@dataclass
+class StagedFile:
+    """A data file written but not committed: path relative to the table directory."""
 
-def _vname(version: int) -> str:
-    return f"v{version:08d}"
+    path: str
+    size: int
+    rows: int
+    mtime_ms: int
 
 
 class Lake:
-    """Versioned tables under `root`. `Lake("path")`, `Lake("s3://bucket/lake")`.
+    """Delta tables under `root`: `Lake("path")`, `Lake("s3://bucket/lake")`.
 
-    `filesystem` may be passed to use an already configured pyarrow filesystem (credentials,
-    endpoint); otherwise it is inferred from the URI.
+    create: make the root directory if missing (writers); False for read-only commands, which
+        then raise LakeError for a missing root instead of creating it.
+    storage_options: delta-rs storage options for object stores (endpoint, credentials).
+    allow_legacy: open a lake still in the pre-Delta layout (only `curate migrate` does).
     """
 
-    def __init__(self, root: str, filesystem: pafs.FileSystem | None = None, *, create: bool = True):
-        if filesystem is None:
-            filesystem, path = pafs.FileSystem.from_uri(_as_uri(root))
-        else:
-            path = root
-        self.uri = root
-        self.fs = filesystem
-        self.root = path.rstrip("/") or "/"
-        if create:
-            self.fs.create_dir(self.root, recursive=True)
-        elif self.fs.get_file_info(self.root).type != pafs.FileType.Directory:
-            raise LakeError(f"no lake at {root}")
+    max_attempts = 8
+    min_vacuum_hours = 1  # orphan files younger than this may belong to a writer still running
 
-    # ---- paths -------------------------------------------------------------------------
+    def __init__(self, root: str, *, create: bool = True, storage_options: dict[str, str] | None = None,
+                 allow_legacy: bool = False):
+        self.uri = root
+        self.fs, path = pafs.FileSystem.from_uri(_as_uri(root))
+        self.root = path.rstrip("/") or "/"
+        self.storage_options = storage_options
+        self._scheme = _as_uri(root).split("://", 1)[0]
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.File:
+            raise LakeError(f"lake path {root} is a file, not a directory")
+        if info.type == pafs.FileType.NotFound:
+            if not create:
+                raise LakeError(f"no lake at {root}")
+            self.fs.create_dir(self.root, recursive=True)
+        if not allow_legacy:
+            legacy = self.legacy_tables()
+            if legacy:
+                raise LakeError(f"lake {root} is in the pre-Delta layout (tables {', '.join(legacy)}): "
+                                f"run `curate migrate {root}` to convert it")
+
+    # ---- names and paths ---------------------------------------------------------------
     def table_dir(self, table: str) -> str:
-        if not table or table.startswith("/") or ".." in table.split("/") or table.startswith("_"):
-            raise LakeError(f"invalid table name {table!r}")
+        parts = table.split("/") if isinstance(table, str) else []
+        if not 1 <= len(parts) <= 2 or not all(_TABLE_PART.match(p) and ".." not in p for p in parts):
+            raise LakeError(f"invalid table name {table!r}: one or two '/'-separated parts of "
+                            "letters, digits, '_', '-', '.' (no '..', not starting with '_' or '.')")
         return posixpath.join(self.root, table)
 
-    def _commit_path(self, table: str, version: int) -> str:
-        return posixpath.join(self.table_dir(table), COMMITS, _vname(version) + ".json")
+    def table_uri(self, table: str) -> str:
+        """The table's location as delta-rs and Ray take it."""
+        path = self.table_dir(table)
+        return path if self._scheme == "file" else f"{self._scheme}://{path.lstrip('/')}"
 
-    # ---- reading -----------------------------------------------------------------------
+    # ---- discovery ---------------------------------------------------------------------
+    def _walk(self) -> tuple[list[str], list[str]]:
+        """(Delta tables, legacy tables) among the root's directories, two levels deep."""
+        tables, legacy = [], []
+
+        def children(path: str) -> list[pafs.FileInfo]:
+            sel = pafs.FileSelector(path, allow_not_found=True)
+            return [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory]
+
+        for top in children(self.root):
+            name = posixpath.basename(top.path)
+            if name.startswith(("_", ".")):
+                continue
+            inner = {posixpath.basename(i.path): i for i in children(top.path)}
+            if LOG_DIR in inner:
+                tables.append(name)
+                continue
+            if LEGACY_COMMITS in inner:
+                legacy.append(name)
+                continue
+            for sub, info in inner.items():
+                if sub.startswith(("_", ".")):
+                    continue
+                kinds = {posixpath.basename(i.path) for i in children(info.path)}
+                if LOG_DIR in kinds:
+                    tables.append(f"{name}/{sub}")
+                elif LEGACY_COMMITS in kinds:
+                    legacy.append(f"{name}/{sub}")
+        return sorted(tables), sorted(legacy)
+
     def tables(self) -> list[str]:
         """Names of tables with at least one committed version."""
-        found = []
-        sel = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        for info in self.fs.get_file_info(sel):
-            if info.type == pafs.FileType.Directory and posixpath.basename(info.path) == COMMITS:
-                rel = posixpath.relpath(posixpath.dirname(info.path), self.root)
-                if self.versions(rel):
-                    found.append(rel)
-        return sorted(found)
+        return [t for t in self._walk()[0] if self.versions(t)]
+
+    def legacy_tables(self) -> list[str]:
+        """Tables still in the pre-Delta layout (`<table>/_commits/vN.json`)."""
+        return self._walk()[1]
 
     def versions(self, table: str) -> list[int]:
-        sel = pafs.FileSelector(posixpath.join(self.table_dir(table), COMMITS), allow_not_found=True)
+        """Committed versions whose log entry is still present (Delta numbers from 0)."""
+        sel = pafs.FileSelector(posixpath.join(self.table_dir(table), LOG_DIR), allow_not_found=True)
         out = []
         for info in self.fs.get_file_info(sel):
-            name = posixpath.basename(info.path)
-            if name.startswith("v") and name.endswith(".json"):
-                out.append(int(name[1:-5]))
+            m = _LOG_FILE.match(posixpath.basename(info.path))
+            if m:  # anything else in the log directory (a stray file) is not a commit
+                out.append(int(m.group(1)))
         return sorted(out)
 
     def exists(self, table: str) -> bool:
         return bool(self.versions(table))
 
-    def commit_record(self, table: str, version: int | None = None) -> Commit:
-        versions = self.versions(table)
-        if not versions:
+    def version(self, table: str) -> int:
+        """The latest committed version."""
+        return self.delta(table).version()
+
+    # ---- reading -----------------------------------------------------------------------
+    def delta(self, table: str, version: int | None = None):
+        """The `deltalake.DeltaTable` at `version` (latest by default)."""
+        from deltalake import DeltaTable
+
+        if not self.exists(table):
             raise LakeError(f"table {table!r} has no committed version in lake {self.uri}")
-        version = versions[-1] if version is None else version
-        if version not in versions:
-            raise LakeError(f"table {table!r} has no committed version {version} (have {versions})")
-        with self.fs.open_input_stream(self._commit_path(table, version)) as f:
-            return Commit(**json.loads(f.read()))
+        try:
+            return DeltaTable(self.table_uri(table), version=version, storage_options=self.storage_options)
+        except Exception as exc:  # delta-rs raises its own error types for damaged or missing logs
+            which = f"version {version} of " if version is not None else ""
+            raise LakeError(f"cannot open {which}table {table!r} in {self.uri}: {_first_line(exc)}") from None
+
+    def commit_record(self, table: str, version: int | None = None) -> Commit:
+        """What the log says about `version` (latest by default): producer, counts, reads."""
+        dtable = self.delta(table, version)
+        version = dtable.version()
+        info = self._commit_info(table, version)
+        meta = _parse_meta(info.get(META_KEY))
+        adds = pa.table(dtable.get_add_actions(flatten=True))
+        rows = int(pc.sum(adds["num_records"]).as_py() or 0) if adds.num_rows else 0
+        mode = meta.get("mode") or str(info.get("operationParameters", {}).get("mode", "")).lower()
+        ts = info.get("timestamp")
+        created = (dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+                   if ts else "")
+        return Commit(table=table, version=version, rows=rows, added_rows=int(meta.get("added_rows", 0)),
+                      mode=mode, files=adds.num_rows,
+                      operation=str(info.get("operation", "")), producer=meta.get("producer", {}),
+                      stats=meta.get("stats", {}), reads=meta.get("reads", {}), created_at=created)
+
+    def _commit_info(self, table: str, version: int) -> dict[str, Any]:
+        path = posixpath.join(self.table_dir(table), LOG_DIR, f"{version:020d}.json")
+        try:
+            with self.fs.open_input_stream(path) as f:
+                lines = f.read().decode("utf-8").splitlines()
+        except (FileNotFoundError, OSError):
+            return {}  # cleaned up behind a checkpoint: the snapshot still reads
+        for line in lines:
+            try:
+                action = json.loads(line)
+            except ValueError:
+                raise LakeError(f"table {table!r}: log entry {version} is not valid JSON") from None
+            if isinstance(action, dict) and "commitInfo" in action:
+                return action["commitInfo"] or {}
+        return {}
+
+    def history(self, table: str, limit: int | None = None) -> list[Commit]:
+        """Every retained version, newest first."""
+        versions = self.versions(table)[::-1]
+        return [self.commit_record(table, v) for v in versions[:limit]]
 
     def files(self, table: str, version: int | None = None) -> list[str]:
-        """Full filesystem paths of the snapshot's Parquet files."""
-        rec = self.commit_record(table, version)
-        base = self.table_dir(table)
-        return [posixpath.join(base, f) for f in rec.files]
+        """URIs of the snapshot's data files."""
+        return list(self.delta(table, version).file_uris())
 
     def dataset(self, table: str, version: int | None = None) -> pads.Dataset:
-        return pads.dataset(self.files(table, version), filesystem=self.fs, format="parquet")
+        return self.delta(table, version).to_pyarrow_dataset()
 
     def read(self, table: str, columns: list[str] | None = None, version: int | None = None,
              filter: pads.Expression | None = None) -> pa.Table:
-        """Read a committed snapshot (latest by default) into memory."""
-        files = self.files(table, version)
-        if not files:  # e.g. a Ray write of an empty dataset: the schema is in the record
-            empty = self._empty_schema(table, version).empty_table()
-            return empty.select(columns) if columns is not None else empty
-        return self.dataset(table, version).to_table(columns=columns, filter=filter)
-
-    def _empty_schema(self, table: str, version: int | None) -> pa.Schema:
-        schema = self.commit_record(table, version).stats.get("schema")
-        return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schema))) if schema else pa.schema([])
+        """A committed snapshot (latest by default) in memory."""
+        try:
+            return _from_delta(self.dataset(table, version).to_table(columns=columns, filter=filter))
+        except (FileNotFoundError, OSError) as exc:
+            raise LakeError(f"table {table!r} in {self.uri} lists a data file that cannot be read "
+                            f"(deleted by hand?): {_first_line(exc)}") from None
 
     def read_ray(self, table: str, columns: list[str] | None = None, version: int | None = None):
-        """The snapshot as a Ray Dataset (distributed read of the committed files only)."""
+        """The snapshot as a Ray Dataset: a distributed read of exactly the committed files."""
         import ray.data
 
-        return ray.data.read_parquet(self.files(table, version), filesystem=self.fs, columns=columns)
+        dtable = self.delta(table, version)
+        files = list(dtable.file_uris())
+        if not files:
+            empty = pa.schema(dtable.schema().to_arrow()).empty_table()
+            return ray.data.from_arrow(empty.select(columns) if columns else empty)
+        fs = None if self._scheme != "file" else self.fs
+        ds = ray.data.read_parquet(files, filesystem=fs, columns=columns)
+        if any(TYPE_META in (f.metadata or {}) for f in pa.schema(dtable.schema().to_arrow())):
+            ds = ds.map_batches(_from_delta, batch_format="pyarrow", batch_size=None)
+        return ds
 
     def pending(self, source: str, columns: list[str], target: str, producer_column: str,
-                producer: str) -> tuple[pa.Table, str]:
+                producer: str, also: Iterable[str] = ()) -> tuple[pa.Table, str]:
         """(rows of `source` still to process into `target`, write mode) for incremental steps.
 
-        Rows whose id `target` already holds from the same `producer` are skipped ("append"); if
-        `target` holds rows of another producer, everything is redone ("overwrite") so a
+        Rows whose id `target` already holds from the same `producer`, and every table in
+        `also` holds too (unless the target row has an `error`: a failed row writes only the
+        target), are skipped ("append"): a step that writes several tables redoes a row until
+        all of them have it, so a crash between its commits is repaired by a rerun.
+        If `target` holds rows of another producer, everything is redone ("overwrite") so a
         table never mixes producers.
         """
         rows = self.read(source, columns=columns)
@@ -164,114 +295,335 @@ class Lake:
         same = done.filter(pc.equal(done[producer_column], producer))
         if same.num_rows != done.num_rows:
             return rows, "overwrite"
-        return rows.filter(pc.invert(pc.is_in(rows["id"], value_set=same["id"]))), "append"
+        complete = rows.filter(pc.is_in(rows["id"], value_set=same["id"]))
+        also = list(also)
+        if also and "error" in self.dataset(target).schema.names:
+            # a row that failed in `target` has nothing to write to the other tables
+            failed = self.read(target, columns=["id"], filter=pads.field("error").is_valid())["id"]
+            needed = complete.filter(pc.invert(pc.is_in(complete["id"], value_set=failed)))
+        else:
+            needed = complete
+        for other in also:
+            have = self.read(other, columns=["id"])["id"] if self.exists(other) else pa.array([], pa.string())
+            missing = needed.filter(pc.invert(pc.is_in(needed["id"], value_set=have)))
+            complete = complete.filter(pc.invert(pc.is_in(complete["id"], value_set=missing["id"])))
+        return rows.filter(pc.invert(pc.is_in(rows["id"], value_set=complete["id"]))), "append"
 
     # ---- writing -----------------------------------------------------------------------
-    def next_version(self, table: str) -> int:
-        versions = self.versions(table)
-        return versions[-1] + 1 if versions else 1
+    def write(self, table: str, data: pa.Table, *, mode: str = "append", key: str | list[str] | None = None,
+              producer: dict[str, Any] | None = None, stats: dict[str, Any] | None = None,
+              reads: dict[str, int] | None = None, rows_per_file: int = 1_000_000) -> Commit:
+        """Write an in-memory table as one new version (driver-side writes).
 
-    def staging_dir(self, table: str, version: int) -> str:
-        """Directory a writer fills before `commit`; invisible to readers until then."""
-        path = posixpath.join(self.table_dir(table), DATA, _vname(version))
-        self.fs.create_dir(path, recursive=True)
-        return path
+        mode: "append" or "overwrite" (the new version holds exactly `data`).
+        key: for appends, the key column(s): rows whose key the table already holds, or that
+            repeat within `data`, are dropped, so reruns and racing writers add each key once.
+        """
+        staged = [self._write_file(table, data.slice(i, rows_per_file))
+                  for i in range(0, data.num_rows, rows_per_file)]
+        return self.commit(table, staged, schema=data.schema, mode=mode, key=key, producer=producer,
+                           stats=stats, reads=reads)
 
-    def commit(self, table: str, version: int, add: Iterable[str], *, remove: Iterable[str] = (),
-               mode: str = "append", producer: dict[str, Any] | None = None,
-               stats: dict[str, Any] | None = None, schema: pa.Schema | None = None) -> Commit:
-        """Make `version` visible: snapshot = previous files - remove + add (mode "append") or
-        exactly `add` (mode "overwrite"). `add`/`remove` are full paths or table-relative."""
+    def write_ray(self, table: str, ds, *, schema: pa.Schema | None = None, mode: str = "append",
+                  key: str | list[str] | None = None, producer: dict[str, Any] | None = None,
+                  stats: dict[str, Any] | None = None, reads: dict[str, int] | None = None,
+                  rows_per_file: int = 250_000) -> Commit:
+        """Write a Ray Dataset as one new version: Ray workers write the Parquet files straight
+        into the table directory (invisible), then the driver commits them in one step.
+
+        schema: the table's Arrow schema; None takes the first written file's (an empty
+            dataset then needs the table to exist already, or writes nothing).
+        """
+        dir_path = self.table_dir(table)
+        listing = ds.map_batches(_write_block, batch_format="pyarrow", batch_size=rows_per_file,
+                                 fn_kwargs={"fs": self.fs, "dir_path": dir_path, "schema": schema})
+        staged = []
+        for block in listing.iter_batches(batch_format="pyarrow", batch_size=None):
+            staged += [StagedFile(**r) for r in block.to_pylist()]
+        if schema is None:
+            if not staged:
+                if not self.exists(table):
+                    raise LakeError(f"{table!r}: nothing written and no schema to create the table with")
+                schema = pa.schema(self.delta(table).schema().to_arrow())
+            else:
+                schema = pq.read_schema(posixpath.join(dir_path, staged[0].path), filesystem=self.fs)
+        return self.commit(table, staged, schema=schema, mode=mode, key=key, producer=producer,
+                           stats=stats, reads=reads)
+
+    def commit(self, table: str, staged: list[StagedFile], *, schema: pa.Schema, mode: str = "append",
+               key: str | list[str] | None = None, producer: dict[str, Any] | None = None,
+               stats: dict[str, Any] | None = None, reads: dict[str, int] | None = None,
+               must_create: bool = False) -> Commit:
+        """Make written files one new version, retrying when another writer got in first.
+
+        must_create: the caller computed the rows for a table that did not exist; if another
+            writer created it meanwhile, raise LakeConflict instead of appending.
+        """
+        from deltalake import Schema
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be append or overwrite, not {mode!r}")
+        keys = [key] if isinstance(key, str) else list(key or [])
+        for attempt in range(self.max_attempts):
+            snapshot = self.delta(table) if self.exists(table) else None
+            if keys and mode == "append":
+                staged = self._drop_known(table, staged, keys, snapshot)
+            added = sum(f.rows for f in staged)
+            meta = {"producer": producer or {}, "stats": stats or {}, "reads": reads or {},
+                    "mode": mode, "added_rows": added}
+            actions = [AddAction(path=f.path, size=f.size, partition_values={}, modification_time=f.mtime_ms,
+                                 data_change=True, stats=json.dumps({"numRecords": f.rows})) for f in staged]
+            if snapshot is not None and keys and mode == "append" and not actions:
+                return self.commit_record(table)  # nothing new: no version is written
+            props = _commit_properties(meta)
+            delta_schema = _delta_schema(schema)
+            if attempt == 0:
+                fault_point(f"before_commit:{table}")
+            try:
+                if snapshot is None:
+                    create_table_with_add_actions(self.table_uri(table), Schema.from_arrow(delta_schema), actions,
+                                                  mode="error", storage_options=self.storage_options,
+                                                  commit_properties=props)
+                else:
+                    snapshot.create_write_transaction(actions, mode=mode, schema=delta_schema, commit_properties=props)
+            except CommitFailedError:
+                _backoff(attempt)
+                continue
+            except Exception as exc:
+                if snapshot is None and self.exists(table):
+                    if must_create:
+                        raise LakeConflict(f"{table!r} was created by another writer meanwhile") from None
+                    continue  # another writer created the table first: append to it
+                raise LakeError(f"commit to {table!r} failed: {_first_line(exc)}") from None
+            fault_point(f"after_commit:{table}")
+            return self.commit_record(table)
+        raise LakeConflict(f"{table!r}: gave up after {self.max_attempts} attempts; other writers kept "
+                           "committing first (the written files stay invisible; rerun the step)")
+
+    def transact(self, table: str, make: Callable[[Any], pa.Table | None], *, key: str,
+                 update_columns: list[str], producer: dict[str, Any] | None = None,
+                 stats: dict[str, Any] | None = None) -> Commit | None:
+        """A keyed upsert (Delta MERGE) recomputed against the latest snapshot until it commits.
+
+        make(snapshot) -> the source rows (unique `key`), computed from `snapshot` (a
+        DeltaTable, or None when the table does not exist yet), or None for "nothing to do".
+        Matched rows get `update_columns` from the source; unmatched rows are inserted whole.
+        """
+        from deltalake.exceptions import CommitFailedError
+
+        for attempt in range(self.max_attempts):
+            snapshot = self.delta(table) if self.exists(table) else None
+            rows = make(snapshot)
+            if rows is None or rows.num_rows == 0:
+                return None
+            meta = {"producer": producer or {}, "stats": stats or {}, "mode": "merge"}
+            if snapshot is None:
+                try:
+                    staged = [self._write_file(table, rows)]
+                    return self.commit(table, staged, schema=rows.schema, producer=producer, stats=stats,
+                                       must_create=True)
+                except LakeConflict:
+                    _backoff(attempt)
+                    continue
+            if attempt == 0:
+                fault_point(f"before_commit:{table}")
+            try:
+                (snapshot.merge(_to_delta(rows), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                                commit_properties=_commit_properties(meta))
+                 .when_matched_update(updates={c: f"s.{c}" for c in update_columns})
+                 .when_not_matched_insert_all()
+                 .execute())
+            except CommitFailedError:
+                _backoff(attempt)
+                continue
+            fault_point(f"after_commit:{table}")
+            return self.commit_record(table)
+        raise LakeConflict(f"{table!r}: MERGE gave up after {self.max_attempts} attempts to concurrent writers")
+
+    def _write_file(self, table: str, data: pa.Table) -> StagedFile:
+        return StagedFile(**_write_block(data, self.fs, self.table_dir(table), data.schema).to_pylist()[0])
+
+    def _drop_known(self, table: str, staged: list[StagedFile], keys: list[str], snapshot) -> list[StagedFile]:
+        """Staged files without the rows whose key the snapshot (or an earlier file) holds;
+        only files that hold such rows are rewritten."""
         base = self.table_dir(table)
-        rel = lambda p: posixpath.relpath(p, base) if p.startswith(base + "/") else p  # noqa: E731
-        add = [rel(p) for p in add]
-        existing = self.versions(table)
-        if version in existing:
-            raise LakeError(f"{table} version {version} is already committed")
-        if existing and version < existing[-1]:
-            raise LakeError(f"{table}: version {version} is older than committed {existing[-1]}")
-        previous: list[str] = []
-        if existing and mode == "append":
-            previous = self.commit_record(table).files
-        drop = {rel(p) for p in remove}
-        files = [f for f in previous if f not in drop] + add
-        added_rows = sum(self._rows(posixpath.join(base, f)) for f in add)
-        rows = added_rows + sum(self._rows(posixpath.join(base, f)) for f in previous if f not in drop)
-        stats = dict(stats or {})
-        if schema is not None:
-            stats["schema"] = schema.serialize().to_pybytes().hex()
-        rec = Commit(table=table, version=version, files=files, rows=rows, added_rows=added_rows,
-                     mode=mode, producer=producer or {}, stats=stats,
-                     created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        self._write_atomic(self._commit_path(table, version), rec.to_json().encode())
-        return rec
-
-    def write(self, table: str, data: pa.Table, *, mode: str = "append",
-              producer: dict[str, Any] | None = None, stats: dict[str, Any] | None = None,
-              remove: Iterable[str] = (), rows_per_file: int = 1_000_000) -> Commit:
-        """Write an in-memory table as a new version (driver-side writes of small tables)."""
-        version = self.next_version(table)
-        out = self.staging_dir(table, version)
-        paths = []
-        for i, start in enumerate(range(0, max(data.num_rows, 1), rows_per_file)):
-            path = posixpath.join(out, f"part-{i:05d}.parquet")
-            pq.write_table(data.slice(start, rows_per_file), path, filesystem=self.fs, compression="zstd")
-            paths.append(path)
-        return self.commit(table, version, paths, remove=remove, mode=mode, producer=producer,
-                           stats=stats, schema=data.schema)
-
-    def write_ray(self, table: str, ds, *, mode: str = "append", producer: dict[str, Any] | None = None,
-                  stats: dict[str, Any] | None = None, schema: pa.Schema | None = None) -> Commit:
-        """Write a Ray Dataset as a new version: distributed write into the staging directory,
-        then one commit from the driver."""
-        version = self.next_version(table)
-        out = self.staging_dir(table, version)
-        ds.write_parquet(out, filesystem=self.fs, compression="zstd")
-        sel = pafs.FileSelector(out, recursive=True)
-        paths = sorted(i.path for i in self.fs.get_file_info(sel)
-                       if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
-        return self.commit(table, version, paths, mode=mode, producer=producer, stats=stats, schema=schema)
-
-    def write_text(self, table: str, version: int, name: str, text: str) -> str:
-        """A side file (e.g. `_manifest.json`) inside a version's data directory."""
-        path = posixpath.join(self.staging_dir(table, version), name)
-        self._write_atomic(path, text.encode())
-        return path
-
-    # ---- status ------------------------------------------------------------------------
-    def status(self) -> list[dict[str, Any]]:
-        """One entry per table: versions, latest row count, producer, commit time."""
+        known = (_key_array(snapshot.to_pyarrow_dataset().to_table(columns=keys), keys)
+                 if snapshot is not None else pa.array([], pa.string()))
         out = []
-        for table in self.tables():
-            rec = self.commit_record(table)
-            out.append({"table": table, "versions": len(self.versions(table)), "latest": rec.version,
-                        "rows": rec.rows, "files": len(rec.files), "mode": rec.mode,
-                        "producer": rec.producer, "created_at": rec.created_at})
+        for f in staged:
+            path = posixpath.join(base, f.path)
+            ids = _key_array(pq.read_table(path, columns=keys, filesystem=self.fs), keys)
+            dup = pc.is_in(ids, value_set=known)
+            first = _first_occurrence(ids)
+            keep = pc.and_(pc.invert(dup), first)
+            if pc.all(keep).as_py() is not False:
+                out.append(f)
+            else:
+                kept = pq.read_table(path, filesystem=self.fs).filter(keep)
+                self.fs.delete_file(path)
+                if kept.num_rows:
+                    out.append(self._write_file(table, kept))
+            known = pa.concat_arrays([known, ids.filter(keep)])
         return out
 
-    # ---- helpers -----------------------------------------------------------------------
-    def _rows(self, path: str) -> int:
-        with self.fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows
+    # ---- maintenance ---------------------------------------------------------------------
+    def pinned_versions(self) -> dict[str, set[int]]:
+        """table -> versions some commit's `reads` references (never vacuumed away)."""
+        pins: dict[str, set[int]] = {}
+        for table in self.tables():
+            for rec in self.history(table):
+                for other, version in rec.reads.items():
+                    pins.setdefault(other, set()).add(int(version))
+        return pins
 
-    def _write_atomic(self, path: str, payload: bytes) -> None:
-        self.fs.create_dir(posixpath.dirname(path), recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}")
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(payload)
-            self.fs.move(tmp, path)  # rename(2): atomic on POSIX
-        else:
-            # Object stores make a single PUT visible all at once.
-            with self.fs.open_output_stream(path) as f:
-                f.write(payload)
+    def vacuum(self, retention_hours: float = 168, *, dry_run: bool = False,
+               tables: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """Delete data files no retained version needs: files removed from the table more
+        than `retention_hours` ago, and orphans of killed writers older than that, keeping
+        every file of a version some commit's `reads` references. Returns table -> files."""
+        if retention_hours < self.min_vacuum_hours:
+            raise ValueError(f"retention_hours must be >= {self.min_vacuum_hours}: younger orphan files "
+                             "may belong to a writer that has not committed yet")
+        pins = self.pinned_versions()
+        out = {}
+        for table in tables or self.tables():
+            dtable = self.delta(table)
+            keep = sorted(v for v in pins.get(table, set()) if v in set(self.versions(table)))
+            out[table] = list(dtable.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
+                                            enforce_retention_duration=False, full=True,
+                                            keep_versions=keep or None))
+        return out
+
+    # ---- status ------------------------------------------------------------------------
+    def status(self, check_files: bool = True) -> list[dict[str, Any]]:
+        """One entry per table: versions, latest version, rows, producer, commit time, and
+        problems found (`error`: unreadable log; `missing_files`: listed but absent)."""
+        out = []
+        for table in self._walk()[0]:
+            entry: dict[str, Any] = {"table": table, "versions": len(self.versions(table))}
+            try:
+                rec = self.commit_record(table)
+                entry.update(latest=rec.version, rows=rec.rows, files=rec.files, mode=rec.mode,
+                             producer=rec.producer, created_at=rec.created_at, error=None)
+                if check_files:
+                    missing = self._missing_files(table)
+                    entry["missing_files"] = len(missing)
+                    if missing:
+                        entry["error"] = (f"{len(missing)} data file(s) of the latest version are missing "
+                                          f"(e.g. {missing[0]}); rows cannot be trusted")
+            except LakeError as exc:
+                entry.update(latest=None, rows=None, files=None, mode="", producer={}, created_at="",
+                             error=str(exc))
+            out.append(entry)
+        return out
+
+    def _missing_files(self, table: str) -> list[str]:
+        base = self.table_dir(table)
+        present = {posixpath.relpath(i.path, base) for i in
+                   self.fs.get_file_info(pafs.FileSelector(base, recursive=True)) if i.type == pafs.FileType.File}
+        listed = pa.table(self.delta(table).get_add_actions(flatten=True))["path"].to_pylist()
+        return [p for p in listed if p not in present]
+
+
+# ---- helpers (module level: Ray ships them to workers) ------------------------------------
+
+def _write_block(batch: pa.Table, fs: pafs.FileSystem, dir_path: str, schema: pa.Schema | None) -> pa.Table:
+    """Write one Parquet file of `batch` into `dir_path`; return its listing row."""
+    columns = ["path", "size", "rows", "mtime_ms"]
+    if batch.num_rows == 0:
+        return pa.table({c: pa.array([], pa.string() if c == "path" else pa.int64()) for c in columns})
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    path = posixpath.join(dir_path, name)
+    fs.create_dir(dir_path, recursive=True)
+    if schema is not None:
+        batch = batch.select(schema.names).cast(schema)
+    pq.write_table(_to_delta(batch), path, filesystem=fs, compression="zstd")
+    size = fs.get_file_info(path).size
+    return pa.table({"path": [name], "size": [size], "rows": [batch.num_rows], "mtime_ms": [int(time.time() * 1000)]})
+
+
+# Delta has no unsigned integers: such columns are stored as the signed type of the same width
+# (the same bits), marked in the field metadata, and viewed back on read.
+_SIGNED = {pa.uint8(): pa.int8(), pa.uint16(): pa.int16(), pa.uint32(): pa.int32(), pa.uint64(): pa.int64()}
+TYPE_META = b"curate.arrow_type"
+
+
+def _delta_schema(schema: pa.Schema) -> pa.Schema:
+    fields = []
+    for f in schema:
+        if f.type in _SIGNED:
+            f = pa.field(f.name, _SIGNED[f.type], f.nullable, {**(f.metadata or {}), TYPE_META: str(f.type).encode()})
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _to_delta(table: pa.Table) -> pa.Table:
+    if not any(f.type in _SIGNED for f in table.schema):
+        return table
+    schema = _delta_schema(table.schema)
+    cols = [pa.chunked_array([c.view(schema.field(i).type) for c in col.chunks], schema.field(i).type)
+            if table.schema.field(i).type in _SIGNED else col for i, col in enumerate(table.columns)]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _from_delta(table: pa.Table) -> pa.Table:
+    marked = [i for i, f in enumerate(table.schema) if TYPE_META in (f.metadata or {})]
+    for i in marked:
+        f = table.schema.field(i)
+        target = pa.type_for_alias(f.metadata[TYPE_META].decode())
+        col = pa.chunked_array([c.view(target) for c in table.column(i).chunks], target)
+        meta = {k: v for k, v in f.metadata.items() if k != TYPE_META}
+        table = table.set_column(i, pa.field(f.name, target, f.nullable, meta or None), col)
+    return table
+
+
+def _key_array(table: pa.Table, keys: list[str]) -> pa.Array:
+    if len(keys) == 1:
+        return table.column(keys[0]).combine_chunks().cast(pa.string())
+    cols = [pc.cast(table.column(k), pa.string()) for k in keys]
+    return pc.binary_join_element_wise(*cols, "\x1f").combine_chunks()
+
+
+def _first_occurrence(values: pa.Array) -> pa.Array:
+    """True where a value appears for the first time in `values`."""
+    idx = pa.table({"v": values, "i": pa.array(range(len(values)), pa.int64())})
+    firsts = idx.group_by("v", use_threads=False).aggregate([("i", "min")])["i_min"]
+    return pc.is_in(idx["i"], value_set=firsts).combine_chunks()
+
+
+def _commit_properties(meta: dict[str, Any]):
+    from deltalake import CommitProperties
+    from deltalake.transaction import Transaction
+
+    # The application transaction makes any two of our commits to one table conflict when
+    # they start from the same snapshot (delta-rs checks app ids the committing writer read).
+    return CommitProperties(custom_metadata={META_KEY: json.dumps(meta, default=str, sort_keys=True)},
+                            app_transactions=[Transaction(WRITER_APP_ID, time.time_ns() // 1000)])
+
+
+def _parse_meta(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+            return value if isinstance(value, dict) else {}
+        except ValueError:
+            return {}
+    return {}  # written by another Delta client: no curate metadata
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * (2 ** attempt)) * (0.5 + (uuid.uuid4().int % 1000) / 1000))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _as_uri(root: str) -> str:
     if "://" in root:
         return root
-    import os
-
     return "file://" + os.path.abspath(os.path.expanduser(root))

@@ -1,17 +1,74 @@
-"""Arrow schemas of every lake table: the single source of truth.
+"""The lake's table catalogue: every table's name, key, Arrow schema and writer, in one place.
 
-Feature columns are declared by the operators that write them (`operators.*.writes`); this
-module composes them with the key and provenance columns into the table schemas. Field
-metadata `doc` carries each column's meaning, unit and scale.
+`CATALOG` lists one `TableSpec` per table (or per family of tables: `embeddings/<encoder>`,
+`graph_edges/<encoder>`, `manifests/<stage>`); `table_spec(name)` resolves a concrete name.
+The lake calls `TableSpec.conform` (pyarrow tables) or `TableSpec.check` (schemas of Ray
+datasets) on every write, so a table never drifts from its declaration.
+
+Tables whose columns depend on configuration have no fixed schema: their spec names the
+`required` fields (keys and provenance) and a `builder` that makes the full schema for a
+configuration (`profile_schema(operators)`, `scores_schema(columns)`, `dedup_schema(levels)`,
+`manifest_schema(features)`). Feature columns are declared by the operators that write them
+(`operators.*.writes`). Field metadata `doc` carries each column's meaning, unit and scale.
+
+Adding a table is one `TableSpec` entry in `CATALOG` plus, if its name is used in code, one
+name constant below. Schemas owned by `graph/` (which never imports `curation/`) are
+imported from there.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from dataclasses import dataclass, field as dc_field
+from typing import Callable, Iterable
 
 import pyarrow as pa
 
+from graph.kg.tables import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, WEIGHTS_SCHEMA, conform
+from graph.proximity import EDGE_SCHEMA
 from operators.base import Operator, field
+
+__all__ = [
+    "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
+    "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
+    "embeddings_table", "graph_edges_table", "manifest_table",
+    "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
+    "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
+]
+
+
+class SchemaError(ValueError):
+    """A table name the catalogue does not know, or data that does not fit the table's schema."""
+
+
+# ---- table names -------------------------------------------------------------------------
+
+POOL = "pool"
+PROFILES = "profiles"
+SCORES = "scores"
+DEDUP = "dedup"
+REMOVALS = "removals"
+KG_NODES = "kg_nodes"
+KG_EDGES = "kg_edges"
+WEIGHTS = "weights"
+
+
+def embeddings_table(encoder: str) -> str:
+    """`embeddings/<encoder>`."""
+    return table_spec("embeddings/<encoder>").instance(encoder)
+
+
+def graph_edges_table(encoder: str) -> str:
+    """`graph_edges/<encoder>`."""
+    return table_spec("graph_edges/<encoder>").instance(encoder)
+
+
+def manifest_table(stage: str) -> str:
+    """`manifests/<stage>`."""
+    return table_spec("manifests/<stage>").instance(stage)
+
+
+# ---- fields and schemas ------------------------------------------------------------------
 
 ID = field("id", pa.string(), "sha256 of the image bytes, lowercase hex (64 chars); for an item whose bytes could not be read, sha256 of b'unreadable:' + uri")
 URI = field("uri", pa.string(), "where the bytes are: a path or pyarrow.fs URI; for a WebDataset member, '<shard uri>#<member name>'")
@@ -42,6 +99,15 @@ BUCKET_FIELDS = (
     field("seq_len", pa.int32(), "image tokens at the bucket size: (H/(vae·patch))·(W/(vae·patch))"),
 )
 MANIFEST_KEY_FIELDS = (ID, URI, BYTE_OFFSET, BYTE_SIZE, CAPTION, CAPTION_FIELDS, TAGS)
+SCORE_KEY_FIELDS = (ID, ERROR, field("score_producer", pa.string(), "encoders and heads (with weight files) that produced the row"))
+DEDUP_KEY_FIELDS = (
+    ID,
+    field("group_id", pa.string(), "id of the group's keeper; equals id for items without duplicates"),
+    field("group_size", pa.int32(), "items in the duplicate group (pHash and semantic relations merged)"),
+    field("keep", pa.bool_(), "False: a duplicate of group_id, removed at export"),
+    field("dup_kind", pa.string(), "null, 'phash', 'semantic' or 'semantic+phash': which relations formed the group"),
+    field("exact_copies", pa.int32(), "uris with byte-identical content (collapsed into this id at ingest)"),
+)
 
 
 def profile_schema(operators: Iterable[type[Operator]]) -> pa.Schema:
@@ -73,20 +139,13 @@ def scores_schema(score_columns: Iterable[str]) -> pa.Schema:
                "encoder, in [-1, 1]; scales differ between models: threshold by pool percentile"
                if name.startswith("clip_alignment") else "head output on the encoder's image embedding (see the head's docs)")
         fields.append(field(name, pa.float32(), doc))
-    fields.append(field("score_producer", pa.string(), "encoders and heads (with weight files) that produced the row"))
+    fields.append(SCORE_KEY_FIELDS[2])
     return pa.schema(fields)
 
 
 def dedup_schema(levels: int) -> pa.Schema:
     """Schema of `dedup`: one decision per pool id, merging exact, pHash and semantic groups."""
-    fields = [
-        ID,
-        field("group_id", pa.string(), "id of the group's keeper; equals id for items without duplicates"),
-        field("group_size", pa.int32(), "items in the duplicate group (pHash and semantic relations merged)"),
-        field("keep", pa.bool_(), "False: a duplicate of group_id, removed at export"),
-        field("dup_kind", pa.string(), "null, 'phash', 'semantic' or 'semantic+phash': which relations formed the group"),
-        field("exact_copies", pa.int32(), "uris with byte-identical content (collapsed into this id at ingest)"),
-    ]
+    fields = list(DEDUP_KEY_FIELDS)
     fields += [field(f"community_l{i}", pa.string(), f"semantic community at Leiden level {i} (id of its smallest member); null without an embedding")
                for i in range(levels)]
     return pa.schema(fields)
@@ -101,59 +160,256 @@ REMOVALS_SCHEMA = pa.schema([
     field("decided_at", pa.string(), "UTC ISO-8601 time of the decision"),
 ])
 
+VECTOR_DOC = ("L2-normalised image embedding: `dim` float16 values, little-endian, packed (dim*2 bytes; "
+              "`dim` is in this field's metadata); decode with curation.steps.vectors.embeddings")
 
-KG_NODES_SCHEMA = pa.schema([
-    field("node", pa.int64(), "node id: the Wikipedia page id for articles; 2**40 + k for nodes this project adds"),
-    field("title", pa.string(), "concept name (Wikipedia title with spaces, or the taxonomy / trending name)"),
-    field("kind", pa.string(), "'article' (Wikipedia), 'taxonomy' (a parent learned from caption tags) or 'trending'"),
-    field("source", pa.string(), "provenance: the dump file, 'taxonomy:<tags table>' or 'trending:<file>'"),
-    field("kept", pa.bool_(), "False: pruned (see drop_reason); pruned nodes stay in the table"),
-    field("drop_reason", pa.string(), "null if kept; else 'pagerank<...' or '<judge>: <why>'"),
-    field("pagerank", pa.float64(), "PageRank over article links (damping 0.85), sums to 1 over articles; null for added nodes"),
-    field("in_degree", pa.int32(), "article links into the node"),
-    field("out_degree", pa.int32(), "article links out of the node"),
-    field("level", pa.int32(), "taxonomy level: 0 for articles and tags' leaf concepts, 1.. for learned parents"),
-    field("tag_count", pa.int64(), "caption tags (occurrences over the pool) mapped to this node"),
-    field("prompt_count", pa.int64(), "user prompts in the prompt log mentioning this node"),
-    field("boost", pa.float64(), "multiplicative sampling boost from prompts and trending lists; 1 = neutral"),
-    field("boost_source", pa.string(), "null, or where the boost came from: 'prompts:<file>', 'trending:<file>' ('; '-joined)"),
-    field("ancestors", pa.int32(), "nodes reachable upward through parent edges"),
-    field("descendants", pa.int32(), "nodes reachable downward through parent edges"),
-])
 
-KG_EDGES_SCHEMA = pa.schema([
-    field("src", pa.int64(), "link: source article; parent: the child; alias: the redirect page id"),
-    field("dst", pa.int64(), "link: target article; parent: the parent; alias: the node the alias names"),
-    field("kind", pa.string(), "'link', 'parent' or 'alias'"),
-    field("alias", pa.string(), "the alias title (redirect), for kind 'alias'; else null"),
-])
+def embeddings_schema(dim: int | None = None) -> pa.Schema:
+    """Schema of `embeddings/<encoder>`: one L2-normalised float16 vector per id, stored as
+    `binary` (Delta has no float16 and no fixed-size list). The field metadata records
+    `dim`, `dtype` (float16) and `byteorder` (little)."""
+    meta = {"doc": VECTOR_DOC, "dtype": "float16", "byteorder": "little"}
+    if dim is not None:
+        if dim < 1:
+            raise ValueError(f"embedding dim must be >= 1, got {dim}")
+        meta["dim"] = str(int(dim))
+    return pa.schema([ID, field("encoder", pa.string(), "encoder name (the <encoder> of the table name)"),
+                      pa.field("vector", pa.binary(), nullable=True, metadata=meta)])
 
-WEIGHTS_SCHEMA = pa.schema([
-    ID,
-    field("weight", pa.float64(), "sampling weight; mean 1 over samples with tags, 1 for samples without; "
-                                  "see graph.kg.weights for the formula"),
-    field("bm25", pa.float64(), "sum over the sample's tags of BM25(tag, sample) (Lucene idf)"),
-    field("hierarchy", pa.float64(), "BM25-weighted mean hierarchy factor of the matched nodes; 1 = neutral"),
-    field("boost", pa.float64(), "BM25-weighted mean node boost (prompts, trending); 1 = neutral"),
-    field("tags_total", pa.int32(), "tags of the sample"),
-    field("tags_matched", pa.int32(), "tags mapped to a kept knowledge-graph node"),
-    field("nodes", pa.list_(pa.int64()), "matched node ids, in tag order"),
-    field("weight_producer", pa.string(), "knowledge-graph version and weight parameters"),
+
+GRAPH_EDGES_SCHEMA = pa.schema([
+    *(field(f.name, f.type, (f.metadata or {}).get(b"description", b"").decode()) for f in EDGE_SCHEMA),
+    field("src_id", pa.string(), "pool id of the src row"),
+    field("dst_id", pa.string(), "pool id of the dst row"),
 ])
 
 
-def embeddings_schema(dim: int) -> pa.Schema:
-    """Schema of `embeddings/<encoder>`: one L2-normalised float16 vector per id."""
-    return pa.schema([ID, field("encoder", pa.string(), "encoder name"),
-                      field("vector", pa.list_(pa.float16(), dim), f"L2-normalised image embedding, float16, {dim} dims")])
+# ---- the catalogue -----------------------------------------------------------------------
+
+# the <part> of a family member: what curation.config.spec.check_name accepts (no '/', no '..')
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Select and cast `table`'s columns to `schema`, adding missing columns as nulls."""
-    arrays = []
-    for f in schema:
-        if f.name in table.column_names:
-            arrays.append(table.column(f.name).cast(f.type))
+def _valid_part(part: str) -> bool:
+    return bool(_PART.fullmatch(part or "")) and ".." not in part
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One lake table, or one family of tables named `<prefix>/<part>`.
+
+    name: the table name ("pool"), or a family pattern ("embeddings/<encoder>").
+    key: the key columns: present and never null in every write (upserts merge on them).
+    schema: the complete schema when it is fixed; None when the columns depend on
+        configuration (then `builder` makes the schema for one configuration).
+    required: fields every version has with these types (for a fixed schema: all of them).
+    doc: what the table holds.
+    written_by: the step (function and CLI command) that writes it.
+    builder: the schema function for configuration-dependent tables, or None.
+    """
+
+    name: str
+    key: tuple[str, ...]
+    schema: pa.Schema | None
+    required: tuple[pa.Field, ...]
+    doc: str
+    written_by: str
+    builder: Callable[..., pa.Schema] | None = dc_field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        names = {f.name for f in self.required}
+        if self.schema is not None and names != set(self.schema.names):
+            raise ValueError(f"table {self.name!r}: required fields must be the fixed schema's fields")
+        missing = [k for k in self.key if k not in names]
+        if missing:
+            raise ValueError(f"table {self.name!r}: key columns {missing} are not among its required fields")
+
+    # -- names --
+    @property
+    def prefix(self) -> str | None:
+        """`"embeddings/"` for the family `embeddings/<encoder>`; None for a single table."""
+        return self.name.split("<", 1)[0] if "<" in self.name else None
+
+    def matches(self, table: str) -> bool:
+        if self.prefix is None:
+            return table == self.name
+        return table.startswith(self.prefix) and _valid_part(table[len(self.prefix):])
+
+    def instance(self, part: str) -> str:
+        """The concrete table name of a family member (`embeddings/clip_b32` for "clip_b32")."""
+        if self.prefix is None:
+            raise SchemaError(f"table {self.name!r} is not a family of tables")
+        if not _valid_part(part):
+            raise SchemaError(f"{self.name}: {part!r} is not a valid name (letters, digits, '_', '.', '-')")
+        return self.prefix + part
+
+    def part(self, table: str) -> str:
+        """The `<part>` of a family member's name (`clip_b32` for `embeddings/clip_b32`)."""
+        if self.prefix is None or not self.matches(table):
+            raise SchemaError(f"{table!r} is not a member of {self.name!r}")
+        return table[len(self.prefix):]
+
+    def members(self, tables: Iterable[str]) -> list[str]:
+        """The parts of the family members among `tables` (e.g. `lake.tables()`), sorted."""
+        return sorted(self.part(t) for t in tables if self.prefix is not None and self.matches(t))
+
+    # -- schemas --
+    def fields(self) -> dict[str, pa.Field]:
+        return {f.name: f for f in (self.schema if self.schema is not None else self.required)}
+
+    def check(self, schema: pa.Schema, table: str | None = None) -> None:
+        """Raise `SchemaError` naming the table and the column if `schema` cannot be written to
+        this table: a missing key or required column, a column whose type differs from the
+        declared one, or (fixed schemas) a column the catalogue does not declare.
+
+        Types are compared the way Delta stores them: string / large_string / string_view,
+        binary / large_binary, list / large_list / fixed-size list (Delta reads it back as a
+        list) and dictionary-encoded values are the same; an all-null column fits any type;
+        child field names and nullability are ignored; int and float widths must match.
+        """
+        where = table or self.name
+        have = {f.name: f for f in schema}
+        for k in self.key:
+            if k not in have:
+                raise SchemaError(f"table {where!r}: key column {k!r} is missing (columns: {schema.names})")
+        declared = self.fields()
+        for f in self.required:
+            if f.name not in have:
+                raise SchemaError(f"table {where!r}: column {f.name!r} ({f.type}) is missing")
+        for name, f in have.items():
+            want = declared.get(name)
+            if want is None:
+                if self.schema is not None:
+                    raise SchemaError(f"table {where!r}: column {name!r} is not in its schema "
+                                      f"(declared: {self.schema.names}); add it to the catalogue")
+                continue
+            if not same_type(f.type, want.type):
+                raise SchemaError(f"table {where!r}: column {name!r} is {f.type}, the catalogue declares {want.type}")
+
+    def conform(self, table: pa.Table, schema: pa.Schema | None = None, name: str | None = None) -> pa.Table:
+        """`table` in this table's schema, ready to write: columns cast to their declared
+        types (with the catalogue's field docs), missing nullable columns added as nulls.
+
+        Fixed schema: exactly the declared columns, in order; an undeclared column is an
+        error. Otherwise: `schema` (the builder's schema for this configuration) when given,
+        else the required fields first, then the table's other columns as they are.
+        Raises `SchemaError` on a missing or null key, or a column that cannot be cast.
+        """
+        where = name or self.name
+        target = self.schema if self.schema is not None else schema
+        if target is not None:
+            if self.schema is not None:
+                extra = [c for c in table.column_names if c not in target.names]
+                if extra:
+                    raise SchemaError(f"table {where!r}: columns {extra} are not in its schema "
+                                      f"(declared: {target.names}); add them to the catalogue")
+            else:
+                self.check(target, where)
         else:
-            arrays.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+            req = [f.name for f in self.required]
+            target = pa.schema(list(self.required) + [table.schema.field(c) for c in table.column_names if c not in req])
+        for k in self.key:
+            if k not in table.column_names:
+                raise SchemaError(f"table {where!r}: key column {k!r} is missing (columns: {table.column_names})")
+        arrays = []
+        for f in target:
+            if f.name not in table.column_names:
+                arrays.append(pa.nulls(table.num_rows, f.type))
+                continue
+            col = table.column(f.name)
+            try:
+                arrays.append(col if col.type == f.type else col.cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(f"table {where!r}: column {f.name!r} ({col.type}) does not cast to {f.type}: {exc}") from exc
+        out = pa.Table.from_arrays(arrays, schema=target)
+        for k in self.key:
+            nulls = out.column(k).null_count
+            if nulls:
+                raise SchemaError(f"table {where!r}: key column {k!r} has {nulls} null value(s)")
+        return out
+
+
+def same_type(actual: pa.DataType, declared: pa.DataType) -> bool:
+    """Equal as Delta stores them (see `TableSpec.check`)."""
+    if pa.types.is_null(actual):
+        return True
+    if pa.types.is_dictionary(actual):
+        actual = actual.value_type
+    a, d = _base(actual), _base(declared)
+    if a != d:
+        return False
+    if a == "list":
+        return same_type(actual.value_type, declared.value_type)
+    if a == "map":
+        return same_type(actual.key_type, declared.key_type) and same_type(actual.item_type, declared.item_type)
+    if a == "struct":
+        af = {actual.field(i).name: actual.field(i).type for i in range(actual.num_fields)}
+        df = {declared.field(i).name: declared.field(i).type for i in range(declared.num_fields)}
+        return af.keys() == df.keys() and all(same_type(af[k], df[k]) for k in af)
+    if a == "other":
+        return actual == declared
+    return True
+
+
+def _base(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or getattr(pa.types, "is_binary_view", lambda _: False)(t):
+        return "binary"
+    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or getattr(pa.types, "is_list_view", lambda _: False)(t) or getattr(pa.types, "is_large_list_view", lambda _: False)(t)):
+        return "list"
+    if pa.types.is_map(t):
+        return "map"
+    if pa.types.is_struct(t):
+        return "struct"
+    return "other"
+
+
+def _fixed(name: str, key: tuple[str, ...], schema: pa.Schema, doc: str, written_by: str) -> TableSpec:
+    return TableSpec(name, key, schema, tuple(schema), doc, written_by)
+
+
+CATALOG: tuple[TableSpec, ...] = (
+    _fixed(POOL, ("id",), POOL_SCHEMA, "ingested items: one row per distinct image bytes (every uri that held them)",
+           "curation.steps.ingest.pool.ingest (curate ingest)"),
+    TableSpec(PROFILES, ("id",), None, PROFILE_KEY_FIELDS,
+              "per-item features: one row per pool row, one column set per operator (see operators.*.writes)",
+              "curation.steps.profiling.profile.profile (curate profile)", builder=profile_schema),
+    TableSpec(SCORES, ("id",), None, SCORE_KEY_FIELDS,
+              "per-item model scores: one float32 column per head and per aligned caption field",
+              "curation.steps.profiling.score.score (curate score)", builder=scores_schema),
+    _fixed("embeddings/<encoder>", ("id",), embeddings_schema(),
+           "one L2-normalised float16 image embedding per successfully scored id (binary-packed)",
+           "curation.steps.profiling.score.score (curate score); read with curation.steps.vectors.embeddings"),
+    TableSpec(DEDUP, ("id",), None, DEDUP_KEY_FIELDS,
+              "one dedup decision per pool id (exact, pHash and semantic groups merged), "
+              "plus community ids per Leiden level (community_l<i>, string)",
+              "curation.steps.vectors.dedup.dedup (curate dedup)", builder=dedup_schema),
+    _fixed("graph_edges/<encoder>", ("src", "dst"), GRAPH_EDGES_SCHEMA,
+           "the symmetrised k-NN proximity graph (edges with similarity >= tau) of one embeddings table",
+           "curation.steps.vectors.dedup.dedup (curate dedup)"),
+    _fixed(REMOVALS, ("id",), REMOVALS_SCHEMA,
+           "recorded removal decisions (takedown, failure pruning); applied at export, never deleted",
+           "curation.steps.vectors.search.prune (curate prune)"),
+    _fixed(KG_NODES, ("node",), KG_NODES_SCHEMA, "knowledge-graph concepts (articles, taxonomy parents, trending)",
+           "curation.steps.kg.steps.kg_build / kg_augment (curate kg build / augment)"),
+    _fixed(KG_EDGES, ("src", "dst", "kind"), KG_EDGES_SCHEMA, "knowledge-graph links, parent edges and aliases",
+           "curation.steps.kg.steps.kg_build / kg_augment (curate kg build / augment)"),
+    _fixed(WEIGHTS, ("id",), WEIGHTS_SCHEMA, "per-item sampling weights from caption tags, the knowledge graph and BM25",
+           "curation.steps.kg.steps.kg_weights (curate kg weights)"),
+    TableSpec("manifests/<stage>", ("id",), None, MANIFEST_KEY_FIELDS + BUCKET_FIELDS,
+              "what a trainer reads for one stage: kept items with captions, resolution bucket, sequence "
+              "length and the profile / score / weight features (also written as a plain Parquet file)",
+              "curation.steps.export.export.export (curate export)", builder=manifest_schema),
+)
+
+
+def table_spec(name: str) -> TableSpec:
+    """The catalogue entry of a table name ("pool", "embeddings/clip_b32") or of a family
+    pattern ("embeddings/<encoder>"). An unknown name raises `SchemaError` listing the tables."""
+    for spec in CATALOG:
+        if name == spec.name or spec.matches(name):
+            return spec
+    raise SchemaError(f"unknown lake table {name!r}; the catalogue (curation.storage.schemas.CATALOG) has: "
+                      f"{', '.join(s.name for s in CATALOG)}")

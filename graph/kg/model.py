@@ -182,8 +182,8 @@ class KnowledgeGraph:
     # -- lake tables -------------------------------------------------------------------------
 
     def nodes_table(self) -> pa.Table:
-        """Rows for the `kg_nodes` table (schema: curation.storage.schemas.KG_NODES_SCHEMA)."""
-        from curation.storage.schemas import KG_NODES_SCHEMA, conform
+        """Rows for the `kg_nodes` table (schema: graph.kg.tables.KG_NODES_SCHEMA)."""
+        from graph.kg.tables import KG_NODES_SCHEMA, conform
 
         kept = self.kept
         cols = {
@@ -200,8 +200,8 @@ class KnowledgeGraph:
         return conform(pa.table(cols), KG_NODES_SCHEMA)
 
     def edges_table(self) -> pa.Table:
-        """Rows for the `kg_edges` table (schema: curation.storage.schemas.KG_EDGES_SCHEMA)."""
-        from curation.storage.schemas import KG_EDGES_SCHEMA, conform
+        """Rows for the `kg_edges` table (schema: graph.kg.tables.KG_EDGES_SCHEMA)."""
+        from graph.kg.tables import KG_EDGES_SCHEMA, conform
 
         nid = self.node_id
         parts = []

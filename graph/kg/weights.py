@@ -12,7 +12,7 @@ For sample d with tags t (BM25 over samples' tag lists, `graph.kg.bm25`), mapped
 t runs over the sample's distinct folded tags (BM25 already counts repeats through tf);
 ancestors / descendants are the distinct nodes reachable up / down the parent edges. The
 clip makes the mean over tagged samples only approximately 1. Output columns
-(curation.storage.schemas.WEIGHTS_SCHEMA): bm25 = Σ_t bm25(t, d); hierarchy = Σ bm25·h / Σ bm25;
+(graph.kg.tables.WEIGHTS_SCHEMA): bm25 = Σ_t bm25(t, d); hierarchy = Σ bm25·h / Σ bm25;
 boost = Σ bm25·boost / Σ bm25 (both 1 when Σ bm25 = 0); tags_total (valid tags: non-null
 strings that fold to something), tags_matched (of those, mapped to a kept node); nodes (the
 matched node ids in tag order, each node once).
@@ -30,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from curation.storage.schemas import WEIGHTS_SCHEMA, conform
 from graph.kg.bm25 import TagOccurrences, bm25_pairs, tag_occurrences
 from graph.kg.model import KnowledgeGraph
+from graph.kg.tables import WEIGHTS_SCHEMA, conform
 from graph.kg.textnorm import fold, name_index
 
 # embed(texts) -> float32 (len(texts), dim), rows L2-normalised.

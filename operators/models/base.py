@@ -46,6 +46,10 @@ class Encoder:
     geometry: the picklable resize/crop (`operators.models.prep`) that `prepare` applies; the
         scoring step resolves the same object from config for its CPU stage.
     random_weights: True when no checkpoint was loaded (tests, demo): scores are meaningless.
+    resources: Ray resources of the model actor that runs it on a GPU cluster (the scoring step
+        merges them over its encoders with `curation.runtime.ray_stage_args`; without GPUs
+        `num_gpus` is dropped and the model runs on one CPU).
+    prepare_resources: Ray resources of the CPU task that decodes and runs `prepare`.
     """
 
     name: str
@@ -55,6 +59,8 @@ class Encoder:
     geometry: Callable[[Image.Image], np.ndarray]
     random_weights: bool = False
     kind: ClassVar[str] = ""
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1, "num_gpus": 1}
+    prepare_resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
     model: torch.nn.Module
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32

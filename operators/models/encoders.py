@@ -135,6 +135,18 @@ def load_encoder(cfg: EncoderConfig) -> Encoder:
     return ChineseClipEncoder(cfg)
 
 
+def encoder_class(cfg: EncoderConfig) -> type[Encoder]:
+    """The `Encoder` subclass of `cfg`'s backend, without building a model: its class
+    attributes (`resources`, `prepare_resources`) size the scoring step's Ray stages."""
+    if cfg.backend == "open_clip":
+        from operators.models.open_clip_encoder import OpenClipEncoder
+
+        return OpenClipEncoder
+    from operators.models.cn_clip_encoder import ChineseClipEncoder
+
+    return ChineseClipEncoder
+
+
 def encoder_identity(cfg: EncoderConfig) -> str:
     """The identity the loaded encoder reports (name@arch#sha256[:12] of its weights, or
     #random-<seed>), computed from files alone: provenance for the lake without a model build."""

@@ -10,7 +10,7 @@ height too, for trainers that condition on original size and crop (SDXL-style).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,11 +30,11 @@ class BucketConfig:
     patch_size: transformer patch side in latent pixels (2 for DiT/MMDiT).
     """
 
-    resolution: int = 1024
-    step: int = 64
-    max_aspect: float = 4.0
-    vae_factor: int = 8
-    patch_size: int = 2
+    resolution: int = field(default=1024, metadata={"min": 1})
+    step: int = field(default=64, metadata={"min": 1})
+    max_aspect: float = field(default=4.0, metadata={"min": 1.0})
+    vae_factor: int = field(default=8, metadata={"min": 1})
+    patch_size: int = field(default=2, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         for name in ("resolution", "step", "vae_factor", "patch_size"):

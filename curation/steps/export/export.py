@@ -3,15 +3,17 @@
 `evaluate()` joins pool and profiles and gives every row its fate (`keep`, `reason`): the
 first failing rule, then pHash near-duplicates among the survivors (one keeper per group by
 the stage's quality key, never by input order). `export()` writes the kept rows with their
-resolution bucket and sequence length to the lake table `manifests/<stage>` (and optionally a
-directory), with `_manifest.json` beside it: counts per rule, the stage spec and the producers.
+resolution bucket and sequence length to the Delta table `manifests/<stage>` (its commit
+records the versions of every table it read) and, for trainers that do not read Delta, as a
+plain `manifest.parquet` with `_manifest.json` beside it (counts per rule, the stage spec, the
+producers) in `--out DIR`, or in `<lake>/_exports/<stage>/v<version>/` without one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import posixpath
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.storage import schemas
+from curation.storage import io, schemas
 from curation.steps.export.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
 from curation.config.typed import to_dict
 from curation.storage.lake import Lake
@@ -28,11 +30,13 @@ from curation.steps.export.neardup import NearDupConfig, mark_near_duplicates
 from curation.steps.export.rules import RulesConfig, apply_rules
 from curation.steps.summary import StepSummary
 
+EXPORTS_DIR = "_exports"  # plain-Parquet copies of manifests inside the lake (not a table)
+
 POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags"]
 NEAR_DUPLICATE = "phash_near_duplicate"
 DUPLICATE = "duplicate"  # the lake's dedup decision (semantic + pHash groups)
 REMOVED = "removed"      # a recorded removal (takedown, query pruning)
-DEDUP, REMOVALS = "dedup", "removals"
+DEDUP, REMOVALS = schemas.DEDUP, schemas.REMOVALS
 NOT_PROFILED = "profile: not profiled yet (run `curate profile`)"
 
 
@@ -60,11 +64,12 @@ class Evaluation:
 def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     if not lake.exists("pool"):
         raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
-    pool = lake.read("pool", columns=POOL_COLUMNS)
+    # every table is read at the version its producer entry names (what the export records)
     producers = {"pool": _producer(lake, "pool")}
+    pool = lake.read("pool", columns=POOL_COLUMNS, version=producers["pool"]["table_version"])
     if lake.exists("profiles"):
-        profiles = lake.read("profiles")
         producers["profiles"] = _producer(lake, "profiles")
+        profiles = lake.read("profiles", version=producers["profiles"]["table_version"])
         table = _left_join(pool, profiles, "id")
         missing = pc.is_null(table["profile_producer"])
         table = table.set_column(table.schema.get_field_index("error"), "error",
@@ -72,24 +77,25 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     else:
         table = pool.append_column("error", pa.array([NOT_PROFILED] * pool.num_rows, pa.string()))
     if stage.apply_dedup and lake.exists(DEDUP):
-        decisions = lake.read(DEDUP)
         producers["dedup"] = _producer(lake, DEDUP)
+        decisions = lake.read(DEDUP, version=producers["dedup"]["table_version"])
         table = _left_join(table, decisions.rename_columns(
             {c: f"dedup_{c}" if c in ("keep", "group_id", "group_size") else c for c in decisions.column_names}), "id")
     if stage.apply_removals and lake.exists(REMOVALS):
-        removals = lake.read(REMOVALS, columns=["id", "reason"]).group_by("id", use_threads=False).aggregate(
-            [("reason", "first")])
         producers["removals"] = _producer(lake, REMOVALS)
+        removals = lake.read(REMOVALS, columns=["id", "reason"], version=producers["removals"]["table_version"]
+                             ).group_by("id", use_threads=False).aggregate([("reason", "first")])
         table = _left_join(table, removals.rename_columns(["id", "removal_reason"]), "id")
     if lake.exists("scores"):
-        scores = lake.read("scores").rename_columns({"error": "score_error"})
         producers["scores"] = _producer(lake, "scores")
+        scores = lake.read("scores", version=producers["scores"]["table_version"]).rename_columns({"error": "score_error"})
         table = _left_join(table, scores.drop_columns(["score_producer"]), "id")
         table = table.set_column(table.schema.get_field_index("error"), "error",
                                  pc.coalesce(table["error"], table["score_error"])).drop_columns(["score_error"])
     if lake.exists("weights"):  # the knowledge graph's sampling weight travels to the manifest
         producers["weights"] = _producer(lake, "weights")
-        table = _left_join(table, lake.read("weights", columns=["id", "weight"]), "id")
+        table = _left_join(table, lake.read("weights", columns=["id", "weight"],
+                                            version=producers["weights"]["table_version"]), "id")
     table = table.sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)
@@ -148,7 +154,7 @@ def _left_join(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
 
 def _producer(lake: Lake, table: str) -> dict:
     rec = lake.commit_record(table)
-    return {"version": rec.version, "rows": rec.rows, **rec.producer}
+    return {"table_version": rec.version, "rows": rec.rows, **rec.producer}
 
 
 def build_manifest(ev: Evaluation, stage: StageConfig) -> pa.Table:
@@ -170,7 +176,7 @@ def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = No
     t0 = time.perf_counter()
     ev = evaluate(lake, stage)
     manifest = build_manifest(ev, stage)
-    table = f"manifests/{stage_name}"
+    table = schemas.manifest_table(stage_name)
     info = {
         "stage": stage_name,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -182,19 +188,20 @@ def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = No
         "spec": to_dict(stage),
         "producers": ev.producers,
     }
-    version = lake.next_version(table)
-    path = lake.staging_dir(table, version) + "/manifest.parquet"
-    pq.write_table(manifest, path, filesystem=lake.fs, compression="zstd")
-    lake.write_text(table, version, "_manifest.json", json.dumps(info, indent=1, default=str))
-    lake.commit(table, version, [path], mode="overwrite", schema=manifest.schema,
-                producer={"step": "export", "stage": stage_name}, stats={"removed_per_rule": ev.removed_per_rule})
-    location = f"{lake.uri.rstrip('/')}/{table}/data/v{version:08d}/manifest.parquet"
-    if out:
-        os.makedirs(out, exist_ok=True)
-        pq.write_table(manifest, os.path.join(out, "manifest.parquet"), compression="zstd")
-        with open(os.path.join(out, "_manifest.json"), "w") as f:
-            json.dump(info, f, indent=1, default=str)
-        location = os.path.join(out, "manifest.parquet")
+    # The commit records which versions it exported (vacuum keeps those), and the manifest's
+    # counts; trainers that do not read Delta get the same rows as plain Parquet files.
+    reads = {name: p["table_version"] for name, p in ev.producers.items()}
+    commit = lake.write(table, manifest, mode="overwrite", reads=reads,
+                        producer={"step": "export", "stage": stage_name},
+                        stats={"removed_per_rule": ev.removed_per_rule, "output_count": manifest.num_rows})
+    info["lake_table"] = {"table": table, "version": commit.version}
+    plain = out or posixpath.join(lake.uri.rstrip("/"), EXPORTS_DIR, stage_name, f"v{commit.version:08d}")
+    fs, plain_path = io.resolve(plain)
+    fs.create_dir(plain_path, recursive=True)
+    pq.write_table(manifest, posixpath.join(plain_path, "manifest.parquet"), filesystem=fs, compression="zstd")
+    with fs.open_output_stream(posixpath.join(plain_path, "_manifest.json")) as f:
+        f.write(json.dumps(info, indent=1, default=str).encode())
+    location = posixpath.join(plain, "manifest.parquet")
     return StepSummary("export", ev.table.num_rows, manifest.num_rows, time.perf_counter() - t0,
                        notes={"stage": stage_name, "removed_per_rule": ev.removed_per_rule,
                               "exact_duplicates_collapsed": ev.exact_duplicates_collapsed, "manifest": location})

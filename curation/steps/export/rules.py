@@ -57,7 +57,7 @@ class RulesConfig:
     min_side: int | None = None
     max_side: int | None = None
     min_pixels: int | None = None
-    max_aspect: float | None = None
+    max_aspect: float | None = field(default=None, metadata={"min": 1.0})
     min_compression_ratio: float | None = None
     min_jpeg_bpp: float | None = None
     min_border_std: float | None = None
@@ -70,7 +70,7 @@ class RulesConfig:
     drop_errors: bool = True
     min_score: dict[str, float] = field(default_factory=dict)
     max_score: dict[str, float] = field(default_factory=dict)
-    min_percentile: dict[str, float] = field(default_factory=dict)
+    min_percentile: dict[str, float] = field(default_factory=dict, metadata={"min": 0, "max": 100})
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -1,16 +1,19 @@
 """Per-batch ingest work, run in Ray tasks: read bytes, hash, read sidecars, expand tar shards.
 
-Every candidate yields at least one row (a tar shard yields one per member group); an item whose
-bytes cannot be read gets an `error` and the id sha256(b"unreadable:" + uri), so it stays
-visible, re-ingesting it adds nothing, and it never collides with a real image's id.
+Every candidate yields at least one row (a tar shard yields one per image member); an item
+whose bytes cannot be read, or that discovery refused (a link leaving the source, a bad table
+line), gets an `error` and the id sha256(b"unreadable:" + uri), so it stays visible,
+re-ingesting it adds nothing, and it never collides with a real image's id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io as pyio
 import json
 import posixpath
 import tarfile
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -36,7 +39,7 @@ def hash_batch(batch: pa.Table, source: str) -> pa.Table:
     """Ray map_batches body: candidates (see sources.CANDIDATE_SCHEMA) -> ingested rows."""
     rows: list[dict[str, Any]] = []
     for cand in batch.to_pylist():
-        if cand["kind"] == "tar":
+        if cand["kind"] == "tar" and not cand.get("error"):
             rows.extend(_expand_tar(cand["uri"], source))
         else:
             rows.append(_file_row(cand, source))
@@ -45,9 +48,15 @@ def hash_batch(batch: pa.Table, source: str) -> pa.Table:
 
 def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
     uri = cand["uri"]
-    record: dict[str, Any] = json.loads(cand["record_json"]) if cand["record_json"] else {}
     errors: list[str] = []
+    try:
+        record: dict[str, Any] = json.loads(cand["record_json"]) if cand["record_json"] else {}
+    except (ValueError, RecursionError) as exc:  # written by discovery; guarded all the same
+        record = {}
+        errors.append(f"ingest: bad table row: {exc}")
     fields, tags, extra, issue = capt.split_fields(record)
+    if cand.get("sidecar_error"):
+        errors.append(f"ingest: {cand['sidecar_error']}")
     if cand["sidecar_txt"]:
         try:
             text, why = capt.normalize(io.read_bytes(cand["sidecar_txt"]))
@@ -65,80 +74,105 @@ def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
             issue = issue or why
         except (OSError, ValueError) as exc:
             errors.append(f"ingest: bad JSON sidecar: {exc}")
-    row = _caption_columns(fields, tags, extra, issue)
+    row = _caption_columns(fields, tags, extra, issue, errors)
     row.update(uri=uri, byte_offset=None, byte_size=None, source=source)
-    if not uri:
-        row.update(id=unreadable_id(f"{source}:{cand['record_json']}"), bytes_len=None,
-                   error="ingest: row has no uri")
-        return row
-    try:
-        data = io.read_bytes(uri)
-        row.update(id=hashlib.sha256(data).hexdigest(), bytes_len=len(data))
-    except FileNotFoundError:
-        row.update(id=unreadable_id(uri), bytes_len=None)
-        errors.append(f"ingest: file not found: {uri}")
-    except OSError as exc:
-        row.update(id=unreadable_id(uri), bytes_len=None)
-        errors.append(f"ingest: cannot read: {exc}")
-    row["error"] = "; ".join(errors) or None
+    if cand.get("error"):
+        # Refused at discovery (a link leaving the source, a loop, a bad table line): not read.
+        errors.insert(0, cand["error"])
+        row.update(id=unreadable_id(uri or f"{source}:{cand['error']}"), bytes_len=None)
+    elif not uri:
+        row.update(id=unreadable_id(f"{source}:{cand['record_json']}"), bytes_len=None)
+        errors.insert(0, "ingest: row has no uri")
+    else:
+        try:
+            data = io.read_bytes(uri)
+            row.update(id=hashlib.sha256(data).hexdigest(), bytes_len=len(data))
+        except FileNotFoundError:
+            row.update(id=unreadable_id(uri), bytes_len=None)
+            errors.append(f"ingest: file not found: {uri}")
+        except OSError as exc:
+            row.update(id=unreadable_id(uri), bytes_len=None)
+            errors.append(f"ingest: cannot read: {exc}")
+    row["error"] = io.printable("; ".join(errors)) or None
     return row
 
 
-def _caption_columns(fields: dict[str, str], tags: list[str], extra: dict[str, Any], issue: str | None) -> dict[str, Any]:
+def _caption_columns(fields: dict[str, str], tags: list[str], extra: dict[str, Any], issue: str | None,
+                     errors: list[str]) -> dict[str, Any]:
     caption = capt.primary(fields)
     if caption is None:
         issue = issue or "missing"
+    try:
+        extra_json = capt.dumps_extra(extra)
+    except ValueError as exc:
+        extra_json = None
+        errors.append(f"ingest: extra fields dropped: {exc}")
     return {"caption": caption, "caption_fields": list(fields.items()) or None, "tags": tags or None,
-            "caption_issue": issue, "extra_json": json.dumps(extra, ensure_ascii=False, default=str) if extra else None}
+            "caption_issue": issue, "extra_json": extra_json}
+
+
+def _member_key(name: str) -> tuple[str, str]:
+    """WebDataset (key, extension): the path up to the first dot of the basename, and the rest."""
+    base = posixpath.basename(name)
+    key = posixpath.join(posixpath.dirname(name), base.split(".", 1)[0])
+    ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
+    return key, ext
 
 
 def _expand_tar(shard_uri: str, source: str) -> list[dict[str, Any]]:
     """One row per image member of a WebDataset shard; `.txt`/`.json` members with the same
-    key become its captions. Reads the shard once, sequentially."""
+    key become its captions. Reads the shard once, sequentially.
+
+    Tar allows several members with one name: a repeated name starts a new sample instead of
+    replacing the earlier member, so each image is its own row (uri `<shard>#<name>@<k>`, the
+    k-th of that name), with the sidecars that follow it. Images of one key with different
+    extensions (`a.jpg`, `a.png`) are rows of their own too, sharing the key's sidecars.
+    """
     try:
         data = io.read_bytes(shard_uri)
     except OSError as exc:
-        return [{"id": unreadable_id(shard_uri), "uri": shard_uri, "source": source,
-                 "error": f"ingest: cannot read shard: {exc}", "caption_issue": "missing"}]
-    import io as pyio
-
-    groups: dict[str, dict[str, Any]] = {}
-    order: list[str] = []
+        return [_shard_error(shard_uri, source, f"ingest: cannot read shard: {exc}")]
+    members: list[tarfile.TarInfo] = []
+    rows: list[dict[str, Any]] = []
     try:
         with tarfile.open(fileobj=pyio.BytesIO(data), mode="r:") as tar:
             for m in tar:
-                if not m.isfile():
-                    continue
-                base = posixpath.basename(m.name)
-                if base.startswith("."):
-                    continue
-                # WebDataset key: the path up to the first dot of the basename.
-                key = posixpath.join(posixpath.dirname(m.name), base.split(".", 1)[0])
-                ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
-                if key not in groups:
-                    groups[key] = {}
-                    order.append(key)
-                groups[key][ext] = m
+                if m.isfile() and not posixpath.basename(m.name).startswith("."):
+                    members.append(m)
     except tarfile.TarError as exc:
-        return [{"id": unreadable_id(shard_uri), "uri": shard_uri, "source": source,
-                 "error": f"ingest: corrupt tar shard: {exc}", "caption_issue": "missing"}]
-    rows = []
-    for key in order:
-        members = groups[key]
-        image_ext = next((e for e in members if e in IMAGE_EXTENSIONS), None)
-        if image_ext is None:
+        # The members before the damage are kept; the rest of the shard is one error row.
+        where = f" after {len(members)} members" if members else ""
+        rows.append(_shard_error(shard_uri, source, f"ingest: corrupt tar shard{where}: {exc}"))
+    groups: list[dict[str, list[tarfile.TarInfo]]] = []
+    group_keys: list[str] = []
+    latest: dict[str, int] = {}
+    for m in members:
+        key, ext = _member_key(m.name)
+        g = latest.get(key)
+        if g is None or ext in groups[g]:
+            g = latest[key] = len(groups)
+            groups.append({})
+            group_keys.append(key)
+        groups[g].setdefault(ext, []).append(m)
+    name_count = Counter(m.name for m in members)
+    seen: Counter[str] = Counter()
+    occurrence: dict[int, int | None] = {}  # member offset -> k among members of its name
+    for m in members:
+        occurrence[m.offset] = seen[m.name] if name_count[m.name] > 1 else None
+        seen[m.name] += 1
+    for key, members_by_ext in zip(group_keys, groups):
+        images = [m for ext, ms in members_by_ext.items() if ext in IMAGE_EXTENSIONS for m in ms]
+        if not images:
             continue  # caption-only group: nothing to train on
-        m = members[image_ext]
-        blob = data[m.offset_data:m.offset_data + m.size]
         fields: dict[str, str] = {}
         tags: list[str] = []
-        extra: dict[str, Any] = {"wds_key": key}
+        extra: dict[str, Any] = {"wds_key": io.printable(key)}
         issue = None
-        if ".txt" in members:
-            t = members[".txt"]
+        if ".txt" in members_by_ext:
+            t = members_by_ext[".txt"][0]
             fields["caption"], issue = capt.normalize(data[t.offset_data:t.offset_data + t.size])
-        if ".json" in members:
-            j = members[".json"]
+        if ".json" in members_by_ext:
+            j = members_by_ext[".json"][0]
             try:
                 f2, t2, e2, why = capt.split_fields(capt.parse_json_sidecar(data[j.offset_data:j.offset_data + j.size]))
                 for k, v in f2.items():
@@ -147,8 +181,17 @@ def _expand_tar(shard_uri: str, source: str) -> list[dict[str, Any]]:
                 extra.update(e2)
             except ValueError as exc:
                 extra["json_error"] = str(exc)
-        row = _caption_columns(fields, tags, extra, issue)
-        row.update(id=hashlib.sha256(blob).hexdigest(), uri=f"{shard_uri}#{m.name}", byte_offset=m.offset_data,
-                   byte_size=m.size, source=source, bytes_len=m.size, error=None)
-        rows.append(row)
+        for m in images:
+            errors: list[str] = []
+            blob = data[m.offset_data:m.offset_data + m.size]
+            row = _caption_columns(dict(fields), list(tags), dict(extra), issue, errors)
+            row.update(id=hashlib.sha256(blob).hexdigest(), uri=io.member_uri(shard_uri, m.name, occurrence[m.offset]),
+                       byte_offset=m.offset_data, byte_size=m.size, source=source, bytes_len=m.size,
+                       error="; ".join(errors) or None)
+            rows.append(row)
     return rows
+
+
+def _shard_error(shard_uri: str, source: str, message: str) -> dict[str, Any]:
+    return {"id": unreadable_id(shard_uri), "uri": shard_uri, "source": source,
+            "error": io.printable(message), "caption_issue": "missing"}

@@ -2,20 +2,21 @@
 
 Discovery runs on the driver (listing only), hashing in Ray tasks, and the merge on the driver
 over the small per-item rows (no image bytes). Identical bytes collapse to one pool row that
-keeps every uri and source; ids already in the pool that gain a new uri or source have only
-the Parquet files holding them rewritten; re-ingesting a source adds nothing.
+keeps every uri and source; new ids and the new uris / sources of known ids land in one Delta
+MERGE keyed on id; re-ingesting a source adds nothing, and two ingests racing on one lake keep
+every id exactly once.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 
 from curation.storage import schemas
 from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch
@@ -23,7 +24,7 @@ from curation.steps.ingest.sources import discover
 from curation.storage.lake import Lake
 from curation.steps.summary import StepSummary, error_kinds
 
-POOL = "pool"
+POOL = schemas.POOL
 PRODUCER = {"step": "ingest", "version": "1"}
 
 
@@ -35,12 +36,17 @@ class IngestConfig:
     name: source name recorded in `pool.sources`; default: the source path's last component.
     uri_column: for table sources, the column holding image uris (default: auto-detect).
     batch_size: candidates per hashing task.
+    follow_symlinks: in a directory source, also follow symbolic links that resolve outside
+        the source directory. Off by default: such links (and dangling or looping links) become
+        pool rows with an `error` naming the link, and sidecars behind them are not read. Links
+        that stay inside the source are always followed.
     """
 
     source: str = ""
     name: str | None = None
     uri_column: str | None = None
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"min": 1})
+    follow_symlinks: bool = False
 
 
 def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
@@ -52,7 +58,7 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
         raise ValueError("ingest needs a source (a directory, a table file or .tar shards)")
     t0 = time.perf_counter()
     name = cfg.name or cfg.source.rstrip("/").rsplit("/", 1)[-1]
-    kind, candidates = discover(cfg.source, cfg.uri_column)
+    kind, candidates = discover(cfg.source, cfg.uri_column, follow_symlinks=cfg.follow_symlinks)
     rows = INGESTED_SCHEMA.empty_table()
     if candidates.num_rows:
         blocks = split_blocks(candidates, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())
@@ -91,59 +97,43 @@ def collapse(rows: pa.Table, batch_id: str) -> pa.Table:
 
 
 def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, int]:
-    """Append new ids; rewrite only the existing files whose rows gain uris or sources."""
+    """Insert new ids and add the new uris / sources of known ids in one MERGE, computed
+    against the latest snapshot and recomputed if another writer commits first (so two
+    concurrent ingests keep every id once with both sources). Returns (added, updated)."""
     producer = dict(PRODUCER, source=name, source_kind=kind)
-    if not lake.exists(POOL):
-        if merged.num_rows:
-            lake.write(POOL, merged, producer=producer)
-        return merged.num_rows, 0
-    known = lake.read(POOL, columns=["id"])["id"]
-    is_new = pc.is_in(merged["id"], value_set=known)
-    new_rows = merged.filter(pc.invert(is_new))
-    old_rows = merged.filter(is_new)
-    rewritten, removed, n_changed = _updated_files(lake, old_rows)
-    if new_rows.num_rows == 0 and not removed:
-        return 0, 0  # nothing new: no version is written
-    version = lake.next_version(POOL)
-    out = lake.staging_dir(POOL, version)
-    paths = []
-    for i, tbl in enumerate(([new_rows] if new_rows.num_rows else []) + rewritten):
-        path = f"{out}/part-{i:05d}.parquet"
-        pq.write_table(tbl, path, filesystem=lake.fs, compression="zstd")
-        paths.append(path)
-    lake.commit(POOL, version, paths, remove=removed, producer=producer, schema=schemas.POOL_SCHEMA)
-    return new_rows.num_rows, n_changed
+    counts = {"added": 0, "updated": 0}
+
+    def upserts(snapshot) -> pa.Table | None:
+        counts["added"], counts["updated"] = merged.num_rows, 0
+        if snapshot is None:
+            return merged
+        ids = merged["id"]
+        known = snapshot.to_pyarrow_dataset().to_table(columns=["id", "uris", "sources"],
+                                                      filter=pads.field("id").isin(ids.combine_chunks()))
+        new_rows = merged.filter(pc.invert(pc.is_in(ids, value_set=known["id"])))
+        changed = _gained(known, merged)
+        counts["added"], counts["updated"] = new_rows.num_rows, changed.num_rows
+        if not new_rows.num_rows and not changed.num_rows:
+            return None  # nothing new: no version is written
+        return pa.concat_tables([new_rows, schemas.conform(changed, schemas.POOL_SCHEMA)])
+
+    lake.transact(POOL, upserts, key="id", update_columns=["uris", "sources"], producer=producer)
+    return counts["added"], counts["updated"]
 
 
-def _updated_files(lake: Lake, incoming: pa.Table) -> tuple[list[pa.Table], list[str], int]:
-    """(rewritten tables, their old file paths, rows changed) for ids gaining uris/sources."""
-    if incoming.num_rows == 0:
-        return [], [], 0
-    add = {r["id"]: r for r in incoming.select(["id", "uris", "sources"]).to_pylist()}
-    rewritten, removed, n_changed = [], [], 0
-    for path in lake.files(POOL):
-        with lake.fs.open_input_file(path) as f:
-            tbl = pq.read_table(f)
-        hit = pc.is_in(tbl["id"], value_set=incoming["id"])
-        if not pc.any(hit).as_py():
-            continue
-        changed = False
-        uris, sources = tbl["uris"].to_pylist(), tbl["sources"].to_pylist()
-        for i, (rid, h) in enumerate(zip(tbl["id"].to_pylist(), hit.to_pylist())):
-            if not h:
-                continue
-            new_u = [u for u in add[rid]["uris"] or [] if u not in (uris[i] or [])]
-            new_s = [s for s in add[rid]["sources"] or [] if s not in (sources[i] or [])]
-            if new_u or new_s:
-                uris[i] = (uris[i] or []) + new_u
-                sources[i] = (sources[i] or []) + new_s
-                changed = True
-                n_changed += 1
-        if changed:
-            tbl = tbl.set_column(tbl.schema.get_field_index("uris"), schemas.POOL_SCHEMA.field("uris"),
-                                 pa.array(uris, pa.list_(pa.string())))
-            tbl = tbl.set_column(tbl.schema.get_field_index("sources"), schemas.POOL_SCHEMA.field("sources"),
-                                 pa.array(sources, pa.list_(pa.string())))
-            rewritten.append(tbl)
-            removed.append(path)
-    return rewritten, removed, n_changed
+def _gained(known: pa.Table, incoming: pa.Table) -> pa.Table:
+    """(id, uris, sources) of known ids whose lists gain entries, lists in first-seen order."""
+    if known.num_rows == 0:
+        return known
+    add = {r["id"]: r for r in incoming.filter(pc.is_in(incoming["id"], value_set=known["id"]))
+           .select(["id", "uris", "sources"]).to_pylist()}
+    out = {"id": [], "uris": [], "sources": []}
+    for row in known.to_pylist():
+        extra = add[row["id"]]
+        uris = (row["uris"] or []) + [u for u in extra["uris"] or [] if u not in (row["uris"] or [])]
+        sources = (row["sources"] or []) + [s for s in extra["sources"] or [] if s not in (row["sources"] or [])]
+        if uris != (row["uris"] or []) or sources != (row["sources"] or []):
+            out["id"].append(row["id"])
+            out["uris"].append(uris)
+            out["sources"].append(sources)
+    return pa.table(out, schema=pa.schema([schemas.POOL_SCHEMA.field(c) for c in ("id", "uris", "sources")]))

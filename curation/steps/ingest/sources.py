@@ -7,12 +7,27 @@ Three source kinds, chosen from what SOURCE is:
 
 Each returns a "candidates" Arrow table (one row per item or, for WebDataset, per shard) that
 the hashing tasks (`curation.steps.ingest.hashing`) expand and hash in parallel.
+
+Hostile sources are answered per item, never by rejecting the source:
+- a local directory is walked by `_walk_local`: symbolic links that leave the source are not
+  followed unless `follow_symlinks`, and such links, loops and dangling links become rows with
+  an `error` naming the link (a sidecar behind such a link is not read: its image's error);
+- file names that are not UTF-8 are kept by their bytes (`io.safe_uri`);
+- a table file with a bad line (malformed, wrong field count) gives that line an error row and
+  ingests the rest; cells of any size are read (`_read_records` falls back to a line reader).
 """
 
 from __future__ import annotations
 
+import csv
+import errno
+import io as pyio
 import json
+import os
 import posixpath
+import stat
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -30,6 +45,9 @@ IMAGE_EXTENSIONS = frozenset({
 SIDECAR_EXTENSIONS = (".txt", ".json")
 URI_COLUMNS = ("uri", "url", "path", "image_path", "image", "file", "filepath", "file_name", "filename")
 TABLE_EXTENSIONS = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
+# pyarrow's CSV/JSON readers fail on a row longer than their block (default 1 MiB); 16 MiB keeps
+# big-caption tables on the fast path, and anything larger goes to the line reader.
+TABLE_BLOCK_BYTES = 16 << 20
 
 CANDIDATE_SCHEMA = pa.schema([
     ("kind", pa.string()),            # "file" or "tar"
@@ -37,6 +55,8 @@ CANDIDATE_SCHEMA = pa.schema([
     ("sidecar_txt", pa.string()),
     ("sidecar_json", pa.string()),
     ("record_json", pa.string()),     # the table row's caption/tag/extra columns, as JSON
+    ("error", pa.string()),           # the item is not read: its row carries this error
+    ("sidecar_error", pa.string()),   # a sidecar is not read: added to the item's error
 ])
 
 
@@ -44,34 +64,181 @@ class SourceError(ValueError):
     """The source cannot be used as a whole (not found, no uri column, unknown format)."""
 
 
-def discover(source: str, uri_column: str | None = None) -> tuple[str, pa.Table]:
-    """(kind, candidates) for a source path or URI."""
+def discover(source: str, uri_column: str | None = None, follow_symlinks: bool = False) -> tuple[str, pa.Table]:
+    """(kind, candidates) for a source path or URI.
+
+    follow_symlinks: in a local directory, also follow symbolic links that resolve outside it
+    (by default they become error rows; links inside the source are always followed).
+    """
     fs, path = io.resolve(source)
-    info = fs.get_file_info(path)
+    info = fs.get_file_info(path) if _utf8(path) else _local_info(path)
     if info.type == pafs.FileType.NotFound:
         raise SourceError(f"source not found: {source}")
     if info.type == pafs.FileType.Directory:
-        files = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
-                 if i.type == pafs.FileType.File]
+        if isinstance(fs, pafs.LocalFileSystem):
+            files, problems = _walk_local(path, follow_symlinks)
+        else:  # object stores have no links, and their keys are UTF-8
+            files = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                     if i.type == pafs.FileType.File]
+            problems = []
         if files and all(f.endswith(".tar") for f in files):
-            return "webdataset", _tar_candidates(source, path, sorted(files))
-        return "directory", _directory_candidates(source, path, files)
+            return "webdataset", _tar_candidates(source, sorted(files), problems)
+        return "directory", _directory_candidates(source, files, problems)
     lower = path.lower()
     if lower.endswith(".tar"):
-        return "webdataset", _tar_candidates(source, posixpath.dirname(path), [path])
+        return "webdataset", _tar_candidates(source, [path], [])
     if lower.endswith(TABLE_EXTENSIONS):
         return "table", _table_candidates(source, fs, path, uri_column)
     raise SourceError(f"unknown source kind for {source}: expected a directory, a .tar shard, or one of {TABLE_EXTENSIONS}")
 
 
+def _utf8(path: str) -> bool:
+    return capt.is_utf8(path)
+
+
+def _local_info(path: str) -> pafs.FileInfo:
+    """FileInfo for a local path pyarrow cannot take (not UTF-8), from os.stat."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return pafs.FileInfo(io.safe_uri(path), pafs.FileType.NotFound)
+    kind = pafs.FileType.Directory if stat.S_ISDIR(st.st_mode) else pafs.FileType.File
+    return pafs.FileInfo(io.safe_uri(path), kind)
+
+
 def _uri_like(source: str, path: str) -> str:
-    """Keep the source's scheme (s3://...) on paths listed from its filesystem."""
+    """Keep the source's scheme (s3://...) on paths listed from its filesystem; local paths
+    whose names are not UTF-8 become %-encoded file:// URIs (`io.safe_uri`)."""
     if "://" in source and not source.startswith("file://"):
         return source.split("://", 1)[0] + "://" + path.lstrip("/")
-    return path
+    return io.safe_uri(path)
 
 
-def _directory_candidates(source: str, root: str, files: list[str]) -> pa.Table:
+# ---- local directories: links are checked, never followed blindly ----------------------------
+
+class _Problem:
+    """A directory entry that is not followed: its path, the error message and what it is:
+    "dir", "file" or "unknown" (a dangling or looping link's kind cannot be known)."""
+
+    __slots__ = ("path", "message", "kind")
+
+    def __init__(self, path: str, message: str, kind: str):
+        self.path, self.message, self.kind = path, message, kind
+
+
+def _walk_local(root: str, follow_symlinks: bool) -> tuple[list[str], list[_Problem]]:
+    """(regular files, entries not followed) under the local directory `root`, in sorted order.
+
+    Names are surrogate-escaped str (os.scandir on str), so bytes that are not UTF-8 survive.
+    A symbolic link is followed when it resolves inside `root` (or anywhere, with
+    `follow_symlinks`); links that leave the source, dangling links and loops are reported, not
+    followed. Every real directory is listed once: a link to a directory already listed (or
+    inside the source, listed on its own) adds nothing, and a link to one of its own ancestors
+    is a loop.
+    """
+    real_root = os.path.realpath(root)
+    inside_prefix = real_root.rstrip(os.sep) + os.sep
+    root_stat = os.stat(root)
+    visited = {(root_stat.st_dev, root_stat.st_ino)}
+    files: list[str] = []
+    problems: list[_Problem] = []
+    stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(root, ((root_stat.st_dev, root_stat.st_ino),))]
+    while stack:
+        directory, ancestors = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(_Problem(directory, f"cannot list directory {io.printable(directory)}: "
+                                                f"{exc.strerror or exc}", "dir"))
+            continue
+        subdirs = []
+        for entry in entries:
+            path = entry.path
+            try:
+                if entry.is_symlink():
+                    target = _readlink(path)
+                    shown = f"{io.printable(path)} -> {io.printable(target)}"
+                    try:
+                        st = os.stat(path)
+                    except OSError as exc:
+                        if exc.errno == errno.ELOOP:
+                            problems.append(_Problem(path, f"symlink loop: {shown}", "unknown"))
+                        elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                            problems.append(_Problem(path, f"dangling symlink: {shown}", "unknown"))
+                        else:
+                            problems.append(_Problem(path, f"cannot follow symlink: {shown} ({exc.strerror})", "unknown"))
+                        continue
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    key = (st.st_dev, st.st_ino)
+                    if is_dir and key in ancestors:
+                        problems.append(_Problem(path, f"symlink loop: {shown} (a directory containing it)", "dir"))
+                        continue
+                    real = os.path.realpath(path)
+                    inside = real == real_root or real.startswith(inside_prefix)
+                    if not inside and not follow_symlinks:
+                        problems.append(_Problem(
+                            path, f"symlink leaves the source, not followed: {io.printable(path)} -> "
+                                  f"{io.printable(real)} (set ingest.follow_symlinks to follow it)", "dir" if is_dir else "file"))
+                        continue
+                    if is_dir and (inside or key in visited):
+                        continue  # listed under its own path already (or about to be)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    key = (st.st_dev, st.st_ino)
+            except OSError as exc:  # the entry vanished or cannot be stat'ed
+                problems.append(_Problem(path, f"cannot stat {io.printable(path)}: {exc.strerror or exc}", "unknown"))
+                continue
+            if is_dir:
+                if key not in visited:  # bind mounts can make a real directory appear twice
+                    visited.add(key)
+                    subdirs.append((path, ancestors + (key,)))
+            elif stat.S_ISREG(st.st_mode):
+                files.append(path)
+            # sockets, FIFOs and devices are not items (reading a FIFO would block the task)
+        stack.extend(reversed(subdirs))
+    return files, problems
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _row_for_problem(problem: _Problem) -> bool:
+    """Whether a not-followed entry becomes an error row: images, shards and directories (a
+    subtree that may hold images) do; links named like other files (notes.md) are ignored like
+    any other non-image file; sidecars are reported on their image's row instead."""
+    ext = posixpath.splitext(problem.path)[1].lower()
+    if problem.kind == "dir":
+        return True
+    if ext in SIDECAR_EXTENSIONS:
+        return False
+    return ext in IMAGE_EXTENSIONS or ext == ".tar" or (problem.kind == "unknown" and not ext)
+
+
+def _empty_rows() -> dict[str, list]:
+    return {k: [] for k in CANDIDATE_SCHEMA.names}
+
+
+def _add(rows: dict[str, list], kind: str, uri: str | None, sidecar_txt: str | None = None,
+         sidecar_json: str | None = None, record_json: str | None = None, error: str | None = None,
+         sidecar_error: str | None = None) -> None:
+    for name, value in zip(CANDIDATE_SCHEMA.names,
+                           (kind, uri, sidecar_txt, sidecar_json, record_json, error, sidecar_error)):
+        rows[name].append(value)
+
+
+def _add_problems(rows: dict[str, list], source: str, problems: list[_Problem]) -> None:
+    for p in problems:
+        if _row_for_problem(p):
+            _add(rows, "file", _uri_like(source, p.path), error=f"ingest: {p.message}")
+
+
+def _directory_candidates(source: str, files: list[str], problems: list[_Problem]) -> pa.Table:
     by_stem: dict[str, dict[str, str]] = {}
     images = []
     for f in sorted(files):
@@ -81,55 +248,186 @@ def _directory_candidates(source: str, root: str, files: list[str]) -> pa.Table:
             images.append((stem, f))
         elif ext in SIDECAR_EXTENSIONS:
             by_stem.setdefault(stem, {})[ext] = f
-    rows = {k: [] for k in CANDIDATE_SCHEMA.names}
+    # Sidecars behind links that are not followed: never read, reported on their image's row.
+    blocked: dict[str, list[str]] = {}
+    for p in problems:
+        stem, ext = posixpath.splitext(p.path)
+        if ext.lower() in SIDECAR_EXTENSIONS:
+            blocked.setdefault(stem, []).append(f"caption sidecar not read: {p.message}")
+    rows = _empty_rows()
     for stem, f in images:
         side = by_stem.get(stem, {})
-        rows["kind"].append("file")
-        rows["uri"].append(_uri_like(source, f))
-        rows["sidecar_txt"].append(_uri_like(source, side[".txt"]) if ".txt" in side else None)
-        rows["sidecar_json"].append(_uri_like(source, side[".json"]) if ".json" in side else None)
-        rows["record_json"].append(None)
+        _add(rows, "file", _uri_like(source, f),
+             sidecar_txt=_uri_like(source, side[".txt"]) if ".txt" in side else None,
+             sidecar_json=_uri_like(source, side[".json"]) if ".json" in side else None,
+             sidecar_error="; ".join(blocked[stem]) if stem in blocked else None)
+    _add_problems(rows, source, problems)
     return pa.table(rows, schema=CANDIDATE_SCHEMA)
 
 
-def _tar_candidates(source: str, root: str, shards: list[str]) -> pa.Table:
-    n = len(shards)
-    return pa.table({"kind": ["tar"] * n, "uri": [_uri_like(source, s) for s in shards],
-                     "sidecar_txt": [None] * n, "sidecar_json": [None] * n, "record_json": [None] * n},
-                    schema=CANDIDATE_SCHEMA)
+def _tar_candidates(source: str, shards: list[str], problems: list[_Problem]) -> pa.Table:
+    rows = _empty_rows()
+    for s in shards:
+        _add(rows, "tar", _uri_like(source, s))
+    _add_problems(rows, source, problems)
+    return pa.table(rows, schema=CANDIDATE_SCHEMA)
 
+
+# ---- table files: one bad line is one error row ------------------------------------------------
 
 def read_table_file(fs: pafs.FileSystem, path: str) -> pa.Table:
+    """The whole table with pyarrow (fast path). Raises pa.ArrowInvalid on a malformed file,
+    including a CSV row with the wrong number of fields or a row over TABLE_BLOCK_BYTES."""
     lower = path.lower()
-    with fs.open_input_file(path) as f:
+    with _open(fs, path) as f:
         if lower.endswith(".parquet"):
             return pq.read_table(f)
         if lower.endswith(".csv"):
-            # Captions with invalid UTF-8 must not fail the whole file: read them unchecked,
-            # captions.normalize() repairs them per row.
-            return pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(check_utf8=False))
-        return pajson.read_json(f)
+            # Invalid UTF-8 is not checked here: `_records` finds it per cell, and only then
+            # re-reads the file with the line reader.
+            return pacsv.read_csv(f, read_options=pacsv.ReadOptions(block_size=TABLE_BLOCK_BYTES),
+                                  convert_options=pacsv.ConvertOptions(check_utf8=False))
+        return pajson.read_json(f, read_options=pajson.ReadOptions(block_size=TABLE_BLOCK_BYTES))
+
+
+def _open(fs: pafs.FileSystem, path: str):
+    """A readable file; local files through Python, which takes names that are not UTF-8."""
+    return open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
+
+
+Record = tuple[int, "dict[str, Any] | None", "str | None"]  # (line number, row, problem)
+
+
+def _read_records(fs: pafs.FileSystem, path: str) -> tuple[list[str], list[Record]]:
+    """(column names, records) of a table file; a record is (1-based line, row, None) or
+    (line, None, what is wrong with that line).
+
+    pyarrow reads well-formed files; a CSV or JSON Lines file it rejects (a malformed line, a
+    row longer than its block, a type that changes between lines) or whose strings are not
+    UTF-8 is read again line by line, so only the bad lines are lost.
+    """
+    lower = path.lower()
+    try:
+        table = read_table_file(fs, path)
+        rows = table.to_pylist()
+        return table.column_names, [(i + 2 if lower.endswith(".csv") else i + 1, r, None) for i, r in enumerate(rows)]
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if lower.endswith(".parquet"):
+            raise SourceError(f"cannot read source table {io.printable(path)}: {exc}") from None
+    with _open(fs, path) as f:
+        data = f.read()
+    if lower.endswith(".csv"):
+        return _csv_records(data)
+    return _jsonl_records(data)
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    old = csv.field_size_limit()
+    csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_records(data: bytes) -> tuple[list[str], list[Record]]:
+    """CSV by Python's csv module: any cell size, ragged rows reported per line. Cells are
+    decoded with surrogateescape so bytes that are not UTF-8 reach the captions (repaired and
+    flagged there) and the uris (kept by their bytes) intact; values are strings."""
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.reader(pyio.StringIO(text, newline=""))
+    records: list[Record] = []
+    # The module's default cell limit is 128 KiB; a table file is read whole anyway.
+    with _csv_field_limit(max(len(data), 1 << 20)):
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            return [], []
+        names = [capt.repair(h) for h in header]
+        line = reader.line_num
+        while True:
+            start = line + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                records.append((start, None, f"not valid CSV ({exc})"))
+                line = reader.line_num
+                if line < start:  # no progress: the reader cannot go on
+                    break
+                continue
+            line = reader.line_num
+            if not cells:
+                continue  # a blank line
+            if len(cells) != len(names):
+                records.append((start, None, f"{len(cells)} fields, expected {len(names)}"))
+                continue
+            records.append((start, dict(zip(names, cells)), None))
+    return names, records
+
+
+def _jsonl_records(data: bytes) -> tuple[list[str], list[Record]]:
+    """JSON Lines by the json module, one line at a time (surrogateescape as for CSV)."""
+    names: dict[str, None] = {}
+    records: list[Record] = []
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw.decode("utf-8", errors="surrogateescape"))
+        except json.JSONDecodeError as exc:
+            records.append((i, None, f"not valid JSON ({exc})"))
+            continue
+        except RecursionError:
+            records.append((i, None, "JSON nested too deep"))
+            continue
+        if not isinstance(value, dict):
+            records.append((i, None, f"a JSON {type(value).__name__}, not an object"))
+            continue
+        value = {capt.repair(str(k)): v for k, v in value.items()}
+        names.update(dict.fromkeys(value))
+        records.append((i, value, None))
+    return list(names), records
 
 
 def _table_candidates(source: str, fs: pafs.FileSystem, path: str, uri_column: str | None) -> pa.Table:
     try:
-        table = read_table_file(fs, path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        names, records = _read_records(fs, path)
+    except OSError as exc:
         raise SourceError(f"cannot read source table {source}: {exc}") from None
-    names = table.column_names
+    if records and all(r is None for _, r, _ in records):
+        # Not one readable line: the wrong format (a JSON array, a binary file), not a bad line.
+        line, _, problem = records[0]
+        raise SourceError(f"cannot read source table {source}: no readable row (line {line}: {problem})")
     col = uri_column or next((c for c in URI_COLUMNS if c in names), None)
     if col is None or col not in names:
         raise SourceError(f"{source}: no uri column (looked for {uri_column or URI_COLUMNS}; have {names})")
     base = _uri_like(source, posixpath.dirname(path))
-    uris = table.column(col).cast(pa.string())
-    others = [c for c in names if c != col]
-    records = []
-    for row in table.select(others).to_pylist():
-        records.append(json.dumps(_jsonable(row), ensure_ascii=False))
-    resolved = [io.join(base, u) if u else None for u in uris.to_pylist()]
-    n = table.num_rows
-    return pa.table({"kind": ["file"] * n, "uri": resolved, "sidecar_txt": [None] * n,
-                     "sidecar_json": [None] * n, "record_json": records}, schema=CANDIDATE_SCHEMA)
+    label = posixpath.basename(path)
+    rows = _empty_rows()
+    for line, record, problem in records:
+        if record is None:
+            _add(rows, "file", None, error=f"ingest: bad table row: {io.printable(label)} line {line}: {problem}")
+            continue
+        value = record.pop(col, None)
+        try:
+            # ASCII JSON: lone surrogates (cells that were not UTF-8) travel as \udcXX escapes,
+            # so the hashing task still sees them and flags the caption as invalid_utf8.
+            extra = json.dumps(_jsonable(record), ensure_ascii=True)
+        except (RecursionError, ValueError):
+            _add(rows, "file", None, error=f"ingest: bad table row: {io.printable(label)} line {line}: "
+                                           "nested too deep")
+            continue
+        uri, error = None, None
+        if value is not None and value != "":
+            try:
+                uri = io.safe_uri(io.join(base, str(value)))
+            except ValueError as exc:
+                error = f"ingest: bad table row: {io.printable(label)} line {line}: {exc}"
+        _add(rows, "file", uri, record_json=extra, error=error)
+    return pa.table(rows, schema=CANDIDATE_SCHEMA)
 
 
 def _jsonable(row: dict) -> dict:
@@ -141,4 +439,3 @@ def _jsonable(row: dict) -> dict:
             v = str(v)
         out[k] = v
     return out
-

@@ -20,14 +20,13 @@ import numpy as np
 import pyarrow as pa
 
 from curation.storage.lake import Lake
+from curation.storage.schemas import KG_EDGES, KG_NODES, WEIGHTS
 from curation.steps.summary import StepSummary
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import PruneConfig, prune
 from graph.kg.taxonomy import TaxonomyConfig
 from graph.kg.weights import WeightConfig
 from operators.models.encoders import EncoderConfig
-
-KG_NODES, KG_EDGES, WEIGHTS = "kg_nodes", "kg_edges", "weights"
 
 
 @dataclass
@@ -42,8 +41,8 @@ class KgBuildConfig:
     linktarget: str | None = None
     redirect: str | None = None
     xml: str | None = None
-    damping: float = 0.85
-    tol: float = 1e-9
+    damping: float = field(default=0.85, metadata={"gt": 0, "lt": 1})
+    tol: float = field(default=1e-9, metadata={"gt": 0})
     pagerank_backend: str = "auto"
     prune: PruneConfig = field(default_factory=PruneConfig)
 
@@ -66,12 +65,12 @@ class KgAugmentConfig:
     embedder: str = "hashing"
     encoder: EncoderConfig | None = None
     taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
-    max_tag_words: int = 4
+    max_tag_words: int = field(default=4, metadata={"min": 1})
     prompts: str | None = None
     prompt_column: str = "prompt"
-    prompt_alpha: float = 1.0
+    prompt_alpha: float = field(default=1.0, metadata={"min": 0})
     trending: str | None = None
-    trending_factor: float = 2.0
+    trending_factor: float = field(default=2.0, metadata={"gt": 0})
 
     def embed(self):
         from graph.kg.textembed import EncoderEmbedder, HashingEmbedder
@@ -177,16 +176,24 @@ def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
     return StepSummary("kg augment", len(ids), kg.n, time.perf_counter() - t0, notes=notes)
 
 
-def kg_weights(lake: Lake, cfg: WeightConfig, embed=None) -> StepSummary:
-    """One `weights` row per pool item (samples without tags: weight 1)."""
+def kg_weights(lake: Lake, cfg: WeightConfig, embed=None, *, augment: KgAugmentConfig | None = None) -> StepSummary:
+    """One `weights` row per pool item (samples without tags: weight 1).
+
+    embed: the text embedder that maps tags no title or alias matches (`cfg.use_embeddings`);
+    default: the one `kg.augment` configures (`augment.embed()`: hashing unless `embedder:
+    encoder`), so weights match tags the way the taxonomy grouped them."""
     from graph.kg.weights import sample_weights
 
+    if cfg.use_embeddings and embed is None:
+        embed = (augment or KgAugmentConfig()).embed()
     t0 = time.perf_counter()
     kg, version = load_graph(lake)
     ids, tags = pool_tags(lake)
     table = sample_weights(ids, pa.array(tags, pa.list_(pa.string())), kg, cfg, embed=embed,
                            graph_version=f"kg_nodes v{version}")
     producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer()}
+    if cfg.use_embeddings:
+        producer["embedder"] = getattr(embed, "name", type(embed).__name__)
     lake.write(WEIGHTS, table, mode="overwrite", producer=producer)
     w = table["weight"].to_numpy()
     matched = table["tags_matched"].to_numpy()

@@ -1,8 +1,8 @@
 """The profiling step: every pool row -> exactly one `profiles` row.
 
 `ProfileRunner` is the fused stage: per item it reads the bytes once, parses the header once,
-decodes once at the plan's size (`operators.decode`), and runs every operator on that one
-decode. It works on a plain pyarrow Table (notebooks, tests, benchmarks) and is the body of the
+decodes once at the plan's size (`curation.steps.items.read_item`, shared with scoring and
+search), and runs every operator on that one decode. It works on a plain pyarrow Table (notebooks, tests, benchmarks) and is the body of the
 Ray `map_batches` tasks in `profile()`. Failures are data: a read or decode failure is the row's
 `error` and header-only operators still fill their columns; an operator that raises records
 `<operator>: <message>` and leaves only its own columns null.
@@ -17,13 +17,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.storage import io, schemas
+from curation.storage import schemas
+from curation.storage.schemas import PROFILES
 from curation.storage.lake import Lake
 from curation.steps.summary import StepSummary, error_kinds
-from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_pixels, open_header, plan_for
+from curation.steps.items import ItemError, read_item
+from operators.decode import DEFAULT_MAX_PIXELS, plan_for
 from operators.registry import DEFAULT_PROFILE_OPERATORS, get_operator
 
-PROFILES = "profiles"
 POOL_COLUMNS = ["id", "uri", "byte_offset", "byte_size", "error"]
 
 
@@ -37,8 +38,8 @@ class ProfileConfig:
     """
 
     operators: list[str] = field(default_factory=lambda: list(DEFAULT_PROFILE_OPERATORS))
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    batch_size: int = 32
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"min": 1})
+    batch_size: int = field(default=32, metadata={"min": 1})
 
 
 class ProfileRunner:
@@ -68,23 +69,17 @@ class ProfileRunner:
         if row.get("error"):
             out["error"] = row["error"]  # the ingest error (e.g. missing file) carries over
             return out
-        try:
-            data = io.read_bytes(row["uri"], row.get("byte_offset"), row.get("byte_size"))
-        except OSError as exc:
-            out["error"] = f"read: {type(exc).__name__}: {exc}"
-            return out
-        try:
-            item = open_header(data)
-        except DecodeError as exc:
-            out["error"] = f"decode: {exc}"
-            return out
         runnable = self.operators
-        if self._pixel_ops:
-            try:
-                decode_pixels(item, self.plan, self.max_pixels)
-            except DecodeError as exc:
-                errors.append(f"decode: {exc}")
-                runnable = [op for op in self.operators if op.need.kind == "header"]
+        try:
+            item = read_item(row, self.plan, self.max_pixels)
+        except ItemError as exc:
+            if exc.item is None:  # unreadable, or not an image: nothing to describe
+                out["error"] = str(exc)
+                return out
+            # The header parsed but the pixels were refused or failed: header operators still run.
+            item = exc.item
+            errors.append(str(exc))
+            runnable = [op for op in self.operators if op.need.kind == "header"]
         for op in runnable:
             try:
                 out.update(op.compute(item))
@@ -104,9 +99,10 @@ def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
     A different operator set (names or versions) re-profiles the whole pool into a new
     overwrite version, so a table never mixes producers.
     """
+    import ray
     import ray.data
 
-    from curation.runtime import cluster_cpus, split_blocks
+    from curation.runtime import cluster_cpus, ray_stage_args, split_blocks
 
     t0 = time.perf_counter()
     runner = ProfileRunner(cfg.operators, cfg.max_pixels)
@@ -114,10 +110,13 @@ def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
     if todo.num_rows == 0:
         return StepSummary("profile", 0, 0, time.perf_counter() - t0, notes={"up_to_date": True})
     blocks = split_blocks(todo, max_rows=cfg.batch_size * 8, parallelism=4 * cluster_cpus())
+    # every task runs all operators: sized by their declared resources (operators.base)
+    task_args = ray_stage_args([op.resources for op in runner.operators],
+                               gpus=ray.cluster_resources().get("GPU", 0))
     ds = ray.data.from_arrow(blocks).map_batches(
         _profile_batch, fn_kwargs={"operator_names": cfg.operators, "max_pixels": cfg.max_pixels},
-        batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=1)
-    commit = lake.write_ray(PROFILES, ds, mode=mode, schema=runner.schema,
+        batch_format="pyarrow", batch_size=cfg.batch_size, **task_args)
+    commit = lake.write_ray(PROFILES, ds, mode=mode, key="id", schema=runner.schema,
                             producer={"step": "profile", "operators": runner.producer,
                                       "plan": runner.plan.__dict__, "max_pixels": cfg.max_pixels})
     written = lake.read(PROFILES, columns=["id", "error"], version=commit.version)

@@ -11,8 +11,10 @@ Two Ray Data stages, so decoding never starves a model:
    alignment = cosine(image, caption) under `alignment_encoder`.
 
 Outputs: `scores` (id, one column per head, `clip_alignment` / `clip_alignment_<field>`,
-error, producer) and `embeddings/<encoder>` (id, float16 fixed-size-list vector), appended per
-run for pool rows not yet scored by the same producer.
+error, producer) and `embeddings/<encoder>` (id, vector: float16 packed as binary, see
+`curation.steps.vectors.embeddings`), appended per run for pool rows not yet scored by the
+same producer. Both stages are sized by the encoders' declared resources
+(`Encoder.prepare_resources`, `Encoder.resources`, merged by `curation.runtime.ray_stage_args`).
 """
 
 from __future__ import annotations
@@ -27,17 +29,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from curation.storage import io, schemas
+from curation.storage import schemas
+from curation.storage.schemas import SCORES, embeddings_table
 from curation.storage.lake import Lake
 from curation.steps.summary import StepSummary, error_kinds
-from operators.decode import DEFAULT_MAX_PIXELS, DecodeError, DecodePlan, decode_pixels, open_header
+from curation.steps.items import ItemError, read_item
+from operators.decode import DEFAULT_MAX_PIXELS, DecodePlan
 from operators.models.encoders import (
-    EncoderConfig, check_encoder_weights, encoder_dtype, encoder_identity, image_geometry, load_encoder,
+    EncoderConfig, check_encoder_weights, encoder_class, encoder_dtype, encoder_identity, image_geometry, load_encoder,
 )
 from operators.models.heads import HeadConfig, check_head_weights, head_identity, load_head
 
 log = logging.getLogger(__name__)
-SCORES = "scores"
 POOL_COLUMNS = ["id", "uri", "byte_offset", "byte_size", "error", "caption", "caption_fields"]
 
 
@@ -53,7 +56,8 @@ class ScoreConfig:
         `clip_alignment`), others are keys of `caption_fields` (column `clip_alignment_<key>`).
     batch_size: images per model forward.
     actors: model actors; None = one per GPU, or max(1, CPUs - 1) on CPU-only clusters.
-    actor_memory: memory reserved per model actor, bytes (also keeps Ray from fusing the
+    actor_memory: memory reserved per model actor, bytes, at least (more when the encoders'
+        declared `resources` add up to more; also keeps Ray from fusing the
         decode tasks into the actors).
     torch_threads: intra-op threads per CPU actor; None = 1.
     max_pixels: images whose header claims more pixels are not decoded (error row).
@@ -64,11 +68,11 @@ class ScoreConfig:
     heads: list[HeadConfig] = field(default_factory=list)
     alignment_encoder: str | None = None
     caption_fields: list[str] = field(default_factory=lambda: ["caption"])
-    batch_size: int = 64
-    actors: int | None = None
-    actor_memory: int = 1 << 30
-    torch_threads: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = field(default=64, metadata={"min": 1})
+    actors: int | None = field(default=None, metadata={"min": 1})
+    actor_memory: int = field(default=1 << 30, metadata={"min": 0})
+    torch_threads: int | None = field(default=None, metadata={"min": 1})
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"min": 1})
     write_embeddings: bool = True
 
     def validate(self) -> None:
@@ -125,15 +129,11 @@ def prepare_batch(batch: pa.Table, preps: dict[str, Callable[[Image.Image], np.n
         error = row.get("error")
         if not error:
             try:
-                item = open_header(io.read_bytes(row["uri"], row.get("byte_offset"), row.get("byte_size")))
-                decode_pixels(item, plan, max_pixels)
-                image = item.pil("RGB")
+                image = read_item(row, plan, max_pixels).pil("RGB")
                 for name, prep in preps.items():
                     pixels[name][i] = prep(image)
-            except DecodeError as exc:
-                error = f"decode: {exc}"
-            except OSError as exc:
-                error = f"read: {type(exc).__name__}: {exc}"
+            except ItemError as exc:
+                error = str(exc)
         errors.append(error)
     out: dict[str, np.ndarray] = {"id": np.array([r["id"] for r in rows], dtype=object),
                                   "error": np.array(errors, dtype=object)}
@@ -240,14 +240,17 @@ def score(lake: Lake, cfg: ScoreConfig) -> StepSummary:
     import ray
     import ray.data
 
-    from curation.runtime import cluster_cpus, split_blocks
+    from curation.runtime import cluster_cpus, ray_stage_args, split_blocks
 
     t0 = time.perf_counter()
     heads, skipped = preflight(cfg)  # before any work: a missing weight fails here
     if not cfg.encoders:
         return StepSummary("score", 0, 0, 0.0, notes={"skipped": "no encoders configured"})
     producer = producer_of(cfg, heads)
-    todo, mode = lake.pending("pool", POOL_COLUMNS, SCORES, "score_producer", producer)
+    # The check covers every table the step writes: a run killed between its commits is
+    # completed by the rerun (keyed appends drop what already landed).
+    also = [embeddings_table(e.name) for e in cfg.encoders] if cfg.write_embeddings else []
+    todo, mode = lake.pending("pool", POOL_COLUMNS, SCORES, "score_producer", producer, also=also)
     random_models = [e.name for e in cfg.encoders if e.random and not e.pretrained] + \
                     [h.name for h in heads if h.random and not h.weights]
     notes: dict[str, Any] = {"mode": mode}
@@ -262,26 +265,30 @@ def score(lake: Lake, cfg: ScoreConfig) -> StepSummary:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = cfg.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
     blocks = split_blocks(todo, max_rows=cfg.batch_size * 4, parallelism=2 * cluster_cpus())
-    actor_args: dict[str, Any] = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    classes = [encoder_class(e) for e in cfg.encoders]
+    decode_args = ray_stage_args([c.prepare_resources for c in classes])
+    actor_args = ray_stage_args([c.resources for c in classes], gpus=gpus, memory=cfg.actor_memory)
     ds = (ray.data.from_arrow(blocks)
-          .map_batches(prepare_batch, batch_format="pyarrow", batch_size=None, num_cpus=1,
-                       fn_kwargs={"preps": preps, "caption_fields": cfg.caption_fields, "max_pixels": cfg.max_pixels})
+          .map_batches(prepare_batch, batch_format="pyarrow", batch_size=None,
+                       fn_kwargs={"preps": preps, "caption_fields": cfg.caption_fields, "max_pixels": cfg.max_pixels},
+                       **decode_args)
           .map_batches(Scorer, fn_constructor_kwargs={"cfg": cfg, "heads": heads}, batch_format="numpy",
-                       batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                       memory=cfg.actor_memory, **actor_args)
+                       batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=actors), **actor_args)
           .materialize())
     score_cols = ["id", "error"] + [h.name for h in heads] + \
                  ([alignment_column(f) for f in cfg.caption_fields] if cfg.alignment_encoder else [])
     scores_ds = ds.select_columns(score_cols).map_batches(
         _with_producer, fn_kwargs={"producer": producer}, batch_format="pyarrow")
-    commit = lake.write_ray(SCORES, scores_ds, mode=mode, schema=schemas.scores_schema(score_cols[2:]),
-                            producer={"step": "score", "models": producer})
-    if cfg.write_embeddings:
+    if cfg.write_embeddings:  # before `scores`, whose rows say "done"
         for enc in cfg.encoders:
-            emb = ds.select_columns(["id", f"embedding__{enc.name}"]).map_batches(
+            column = f"embedding__{enc.name}"
+            dim = ds.schema().base_schema.field(column).type.list_size
+            emb = ds.select_columns(["id", column]).map_batches(
                 _embedding_rows, fn_kwargs={"encoder": enc.name}, batch_format="pyarrow")
-            lake.write_ray(f"embeddings/{enc.name}", emb, mode=mode,
+            lake.write_ray(embeddings_table(enc.name), emb, mode=mode, key="id", schema=schemas.embeddings_schema(dim),
                            producer={"step": "score", "encoder": enc.name, "models": producer})
+    commit = lake.write_ray(SCORES, scores_ds, mode=mode, key="id", schema=schemas.scores_schema(score_cols[2:]),
+                            producer={"step": "score", "models": producer})
     written = lake.read(SCORES, columns=["id", "error"], version=commit.version)
     written = written.filter(pc.is_in(written["id"], value_set=todo["id"]))
     return StepSummary("score", todo.num_rows, commit.added_rows, time.perf_counter() - t0,
@@ -295,9 +302,13 @@ def _with_producer(batch: pa.Table, producer: str) -> pa.Table:
 
 
 def _embedding_rows(batch: pa.Table, encoder: str) -> pa.Table:
-    """Rows with a vector only: failed images have no embedding to search."""
-    batch = batch.filter(pc.is_valid(batch.column(f"embedding__{encoder}")))
-    vectors = batch.column(f"embedding__{encoder}")
-    table = pa.table({"id": batch["id"], "encoder": pa.array([encoder] * batch.num_rows, pa.string()),
-                      "vector": vectors})
-    return schemas.conform(table, schemas.embeddings_schema(vectors.type.list_size))
+    """`embeddings/<encoder>` rows from the Scorer's float16 fixed-size-list column, for rows
+    with a vector only (failed images have no embedding to search)."""
+    from curation.steps.vectors.embeddings import embeddings_rows
+
+    column = batch.column(f"embedding__{encoder}")
+    batch = batch.filter(pc.is_valid(column))
+    column = batch.column(f"embedding__{encoder}").combine_chunks()
+    dim = column.type.list_size
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return embeddings_rows(batch["id"].combine_chunks(), encoder, vectors)

@@ -25,10 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.storage import schemas
-from curation.steps.export.export import DEDUP
+from curation.storage.schemas import DEDUP, graph_edges_table
 from curation.storage.lake import Lake
 from curation.steps.export.neardup import choose_keepers, near_duplicate_groups
 from curation.steps.summary import StepSummary
+from curation.steps.vectors.embeddings import read_embeddings, resolve_encoder
 from graph.communities import communities_by_component, connected_components
 from graph.knn import KnnResult, knn_graph, validate_vectors
 from graph.proximity import edges_table, proximity_edges, saturation_rate
@@ -59,16 +60,16 @@ class DedupConfig:
     """
 
     encoder: str | None = None
-    k: int = 32
-    tau: float = 0.9
-    resolution: float = 1.0
-    levels: list[float] = field(default_factory=lambda: [0.05, 0.5])
-    level_tau: float = 0.5
+    k: int = field(default=32, metadata={"min": 1})
+    tau: float = field(default=0.9, metadata={"min": -1.0, "max": 1.0})
+    resolution: float = field(default=1.0, metadata={"gt": 0})
+    levels: list[float] = field(default_factory=lambda: [0.05, 0.5], metadata={"gt": 0})
+    level_tau: float = field(default=0.5, metadata={"min": -1.0, "max": 1.0})
     backend: str = "auto"
     knn_params: dict[str, Any] = field(default_factory=dict)
     leiden_backend: str = "auto"
-    shards: int = 1
-    phash_max_distance: int | None = 4
+    shards: int = field(default=1, metadata={"min": 1})
+    phash_max_distance: int | None = field(default=4, metadata={"min": 0})
     keep_by: list[str] = field(default_factory=lambda: ["aesthetic desc", "pixels desc", "clip_alignment desc"])
     seed: int = 0
 
@@ -133,18 +134,6 @@ def _apply_chunk(fn: Callable, items: list) -> list:
     return [fn(x) for x in items]
 
 
-def _embedding_table(lake: Lake, cfg: DedupConfig) -> tuple[str, pa.Table]:
-    tables = [t.split("/", 1)[1] for t in lake.tables() if t.startswith("embeddings/")]
-    if not tables:
-        raise ValueError(f"lake {lake.uri} has no embeddings: run `curate score` with an encoder first")
-    name = cfg.encoder or (tables[0] if len(tables) == 1 else None)
-    if name is None:
-        raise ValueError(f"several embedding tables {tables}: set dedup.encoder")
-    if name not in tables:
-        raise ValueError(f"no embeddings/{name} in the lake (have {tables})")
-    return name, lake.read(f"embeddings/{name}", columns=["id", "vector"])
-
-
 def _quality_table(lake: Lake) -> pa.Table:
     """id + every profile and score column (for keep_by and pHash), one row per pool id."""
     from curation.steps.export.export import StageConfig, evaluate
@@ -160,10 +149,9 @@ def _quality_table(lake: Lake) -> pa.Table:
 def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
     """Run the workflow over the lake; write `dedup` (overwrite) and `graph_edges/<encoder>`."""
     t0 = time.perf_counter()
-    name, emb = _embedding_table(lake, cfg)
-    ids = emb["id"].to_numpy(zero_copy_only=False)
-    flat = pc.list_flatten(emb["vector"]).to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), -1) if len(ids) else np.zeros((0, 1), np.float32)
+    name = resolve_encoder(lake, cfg.encoder, setting="dedup.encoder")
+    emb_ids, vectors = read_embeddings(lake, name, dtype=np.float32)
+    ids = emb_ids.to_numpy(zero_copy_only=False)
     knn = None
     if cfg.shards > 1 and len(ids) > 1:
         from curation.steps.vectors.sharded import sharded_knn_graph
@@ -179,7 +167,7 @@ def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
     edges = edges.append_column("dst_id", pa.array(ids[edges["dst"].to_numpy()] if len(ids) else [], pa.string()))
     producer = {"step": "dedup", "encoder": name, "k": cfg.k, "tau": cfg.tau, "resolution": cfg.resolution,
                 "levels": cfg.levels, "backend": cfg.backend, "leiden_backend": cfg.leiden_backend}
-    lake.write(f"graph_edges/{name}", edges, mode="overwrite", producer=producer)
+    lake.write(graph_edges_table(name), edges, mode="overwrite", producer=producer)
     lake.write(DEDUP, table, mode="overwrite", producer=producer)
     removed = int(table.num_rows - pc.sum(table["keep"]).as_py()) if table.num_rows else 0
     kinds = table.filter(pc.invert(table["keep"]))["dup_kind"].value_counts().to_pylist() if removed else []

@@ -20,11 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.steps.export.export import DEDUP, REMOVALS
 from curation.storage.lake import Lake
-from curation.storage.schemas import REMOVALS_SCHEMA
+from curation.storage.schemas import DEDUP, REMOVALS, REMOVALS_SCHEMA
+from curation.steps.items import read_item
+from curation.steps.vectors.embeddings import read_embeddings, resolve_encoder
 from graph.knn import KnnIndex, choose_backend, make_index, validate_vectors
-from operators.decode import DecodePlan, open_item
+from operators.decode import DecodePlan
 from operators.models.encoders import EncoderConfig, load_encoder
 
 
@@ -45,17 +46,10 @@ class VectorSearch:
              name: str | None = None, backend: str = "auto") -> "VectorSearch":
         """Index `embeddings/<name>` (the only table if None). `encoders`: the spec's encoder
         configs, needed for text/image queries (not for `vectors()`)."""
-        tables = [t.split("/", 1)[1] for t in lake.tables() if t.startswith("embeddings/")]
-        if not tables:
-            raise ValueError(f"lake {lake.uri} has no embeddings: run `curate score` first")
-        name = name or (tables[0] if len(tables) == 1 else None)
-        if name not in tables:
-            raise ValueError(f"choose an encoder: embeddings tables are {tables}" if name is None
-                             else f"no embeddings/{name} in the lake (have {tables})")
-        emb = lake.read(f"embeddings/{name}", columns=["id", "vector"])
-        ids = emb["id"].to_numpy(zero_copy_only=False)
-        vectors = np.asarray(pc.list_flatten(emb["vector"]).to_numpy(zero_copy_only=False), np.float32)
-        vectors = validate_vectors(vectors.reshape(len(ids), -1))
+        name = resolve_encoder(lake, name, setting="the encoder (--encoder)")
+        emb_ids, vectors = read_embeddings(lake, name, dtype=np.float32)
+        ids = emb_ids.to_numpy(zero_copy_only=False)
+        vectors = validate_vectors(vectors)
         index = make_index(choose_backend(len(ids), override=None if backend == "auto" else backend))
         index.add(vectors)
         cfgs = [encoders] if isinstance(encoders, EncoderConfig) else list(encoders or [])
@@ -73,10 +67,10 @@ class VectorSearch:
         return self.vectors(enc.encode_texts([text]).cpu().numpy(), k)[0]
 
     def image(self, path: str, k: int = 10) -> pa.Table:
-        from curation.storage import io
-
+        """Nearest items to the image at `path` (a file, a uri, or a `shard.tar#member` uri).
+        Raises ItemError ("read: ..." / "decode: ...") for an unreadable or oversized image."""
         enc = self._load_encoder()
-        item = open_item(io.read_bytes(path), DecodePlan("rgb", max(enc.image_size), 8))
+        item = read_item(path, DecodePlan("rgb", max(enc.image_size), 8))
         emb = enc.encode_images(enc.prepare(item.pil("RGB"))[None])
         return self.vectors(emb.normalized.cpu().numpy(), k)[0]
 

@@ -1,0 +1,325 @@
+"""The step registry: every step a job spec, `curate run`, the CLI and the Python API can run.
+
+One `Step` record per step says, without importing the step's module (so `curate --help` and
+`curate status` never load torch or Ray):
+
+    name       the `step:` value in a spec ("profile", "kg-build")
+    run        "package.module:function", imported on first use and called as
+               ``fn(lake, *args, **kwargs)`` with what `bind(spec, step)` returns; by default
+               ``fn(lake, config)``, config being the `section` with the step's own options
+               (`source`, `name`, ... from the spec's `steps:` entry) set on the fields of the
+               same name
+    section    the JobSpec field it reads, dotted ("profile", "kg.build"); None: none
+    needs_ray  False for steps that run in the driver (the knowledge-graph steps): a job made
+               only of such steps starts no Ray
+    reads / writes   lake tables, with patterns for families (`embeddings/<encoder>`,
+               `manifests/<stage>`), for documentation, `curate` help and ordering checks
+    options    the StepSpec fields the step accepts (`source`, `stage`, ...); any other one set
+               on its `steps:` entry is an error
+    validate   ``fn(spec, step, where)``: checks of the document only (names, required options,
+               cross-section consistency), no I/O; runs in `JobSpec.validate` (so `load_spec`)
+    preflight  ``fn(spec, step, where)``: checks of the world (input files exist, model weights
+               are there), run by `run_job` before Ray starts and before the lake is created
+    Hooks raise `ConfigError` naming the key (`where` is "steps[2]").
+
+Adding a step is one module plus one registration:
+
+1. write the step's module under `curation/steps/` with its config dataclass (field ranges as
+   ``field(metadata={"min": 1})``) and ``def my_step(lake, cfg) -> StepSummary``;
+2. add one ``register(Step(name="my-step", run="curation.steps.mine:my_step", section="mine",
+   ...))`` call at the bottom of this file, and, when the step brings a new config section,
+   the field ``mine: MyConfig = field(default_factory=MyConfig)`` on `JobSpec`.
+
+The spec (`StepSpec.step`), `curate run`, the step subcommands, `run_job` and
+`curation.run_step(lake, "my-step", ...)` then all know it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from curation.config.typed import ConfigError, override
+
+if TYPE_CHECKING:
+    from curation.config.spec import JobSpec, StepSpec
+    from curation.steps.summary import StepSummary
+    from curation.storage.lake import Lake
+
+Hook = Callable[["JobSpec", "StepSpec", str], None]
+Binder = Callable[["JobSpec", "StepSpec"], "tuple[tuple, dict]"]
+
+__all__ = ["Step", "get", "names", "register", "steps"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One registered step (see the module docstring for the fields)."""
+
+    name: str
+    run: str
+    help: str = ""
+    section: str | None = None
+    needs_ray: bool = True
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    validate: Hook | None = None
+    preflight: Hook | None = None
+    bind: Binder | None = None
+
+    def function(self) -> Callable[..., "StepSummary"]:
+        """The function that runs the step (imports its module)."""
+        module, _, attr = self.run.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def config(self, spec: "JobSpec", step: "StepSpec | None" = None) -> Any:
+        """The step's config section of `spec`, with the step's own options applied."""
+        if self.section is None:
+            return None
+        cfg: Any = spec
+        for part in self.section.split("."):
+            cfg = getattr(cfg, part)
+        if step is None or not dataclasses.is_dataclass(cfg):
+            return cfg
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        changes = {o: getattr(step, o) for o in self.options if o in fields and getattr(step, o) is not None}
+        return override(cfg, changes, self.section) if changes else cfg
+
+    def arguments(self, spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
+        if self.bind is not None:
+            return self.bind(spec, step)
+        return ((self.config(spec, step),) if self.section else ()), {}
+
+    def check(self, spec: "JobSpec", step: "StepSpec", where: str) -> None:
+        """Document checks: the step's options, then its `validate` hook."""
+        from curation.config.spec import STEP_OPTIONS
+
+        for opt in STEP_OPTIONS:
+            if getattr(step, opt) is not None and opt not in self.options:
+                takes = f" (it takes: {', '.join(self.options)})" if self.options else ""
+                raise ConfigError(f"{where}.{opt}: step {self.name!r} takes no {opt!r} option{takes}", f"{where}.{opt}")
+        if self.validate is not None:
+            self.validate(spec, step, where)
+
+    def __call__(self, lake: "Lake", spec: "JobSpec", step: "StepSpec") -> "StepSummary":
+        args, kwargs = self.arguments(spec, step)
+        return self.function()(lake, *args, **kwargs)
+
+
+_STEPS: dict[str, Step] = {}
+
+
+def register(step: Step) -> Step:
+    """Add a step; a name registered twice is an error (a typo would shadow a step)."""
+    if step.name in _STEPS:
+        raise ValueError(f"step {step.name!r} is already registered (by {_STEPS[step.name].run})")
+    if ":" not in step.run:
+        raise ValueError(f"step {step.name!r}: run must be 'package.module:function', got {step.run!r}")
+    _STEPS[step.name] = step
+    return step
+
+
+def get(name: str, where: str = "step") -> Step:
+    """The registered step `name`; ConfigError listing the known ones otherwise."""
+    try:
+        return _STEPS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown step {name!r}; known steps: {', '.join(_STEPS)}", where) from None
+
+
+def names() -> list[str]:
+    return list(_STEPS)
+
+
+def steps() -> list[Step]:
+    return list(_STEPS.values())
+
+
+# --------------------------------------------------------------------------- hooks
+# Small and import-light: modules are imported inside the hooks.
+
+
+def _check_exists(uri: str | None, what: str, kind: str = "file") -> None:
+    if uri:
+        from curation.storage.location import check_input
+
+        check_input(uri, what, kind)
+
+
+def _check_encoder(enc: Any, what: str) -> None:
+    """Model weights of an encoder config are there (no model is built)."""
+    from operators.models.encoders import check_encoder_weights
+
+    try:
+        check_encoder_weights(enc)
+    except (OSError, ImportError, ValueError) as exc:
+        raise ConfigError(f"{what}: {exc}", what) from None
+
+
+def _ingest_source(spec: "JobSpec", step: "StepSpec") -> str:
+    return step.source or spec.ingest.source
+
+
+def _validate_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if not _ingest_source(spec, step):
+        raise ConfigError(f"{where}: ingest needs a source (`source:` on the step or `ingest.source`)", where)
+
+
+def _preflight_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    _check_exists(_ingest_source(spec, step), f"{where}.source" if step.source else "ingest.source", "source")
+
+
+def _validate_profile(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from operators.registry import OPERATORS
+
+    ops = spec.profile.operators
+    if not ops:
+        raise ConfigError("profile.operators: give at least one operator "
+                          f"(known: {', '.join(sorted(OPERATORS))})", "profile.operators")
+    for i, name in enumerate(ops):
+        if name not in OPERATORS:
+            raise ConfigError(f"profile.operators[{i}]: unknown operator {name!r}; "
+                              f"known: {', '.join(sorted(OPERATORS))}", f"profile.operators[{i}]")
+    if len(set(ops)) != len(ops):
+        raise ConfigError(f"profile.operators: an operator is listed twice: {ops}", "profile.operators")
+
+
+def _preflight_score(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from curation.steps.profiling.score import preflight
+
+    try:
+        preflight(spec.score)  # every encoder's and required head's weights, no model built
+    except (OSError, ImportError, ValueError) as exc:
+        raise ConfigError(f"score: {exc}", "score") from None
+
+
+def _validate_dedup(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from graph.communities import BACKENDS as LEIDEN
+    from graph.knn.registry import BACKENDS as KNN
+
+    d = spec.dedup
+    if d.backend != "auto" and d.backend not in KNN:
+        raise ConfigError(f"dedup.backend: unknown k-NN backend {d.backend!r}; known: auto, {', '.join(KNN)}",
+                          "dedup.backend")
+    if d.leiden_backend not in LEIDEN:
+        raise ConfigError(f"dedup.leiden_backend: unknown Leiden backend {d.leiden_backend!r}; "
+                          f"known: {', '.join(LEIDEN)}", "dedup.leiden_backend")
+
+
+def _validate_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from curation.config.spec import check_name
+
+    if not step.stage:
+        raise ConfigError(f"{where}: export needs a stage (`stage:` on the step)", where)
+    check_name(step.stage, f"{where}.stage", "stage")
+    if step.stage not in spec.stages:
+        raise ConfigError(f"{where}.stage: unknown stage {step.stage!r}; the spec defines {sorted(spec.stages)}",
+                          f"{where}.stage")
+
+
+def _preflight_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if step.out:
+        from curation.storage.location import check_output_dir
+
+        check_output_dir(step.out, f"{where}.out")
+
+
+def _bind_export(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
+    return (step.stage, spec.stage(step.stage)), {"out": step.out}
+
+
+def _validate_kg_build(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    try:
+        spec.kg.build.validate()
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}", "kg.build") from None
+
+
+def _preflight_kg_build(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    b = spec.kg.build
+    for key in ("xml", "page", "pagelinks", "linktarget", "redirect"):
+        _check_exists(getattr(b, key), f"kg.build.{key}", "dump")
+    _check_exists(b.prune.judgments_file, "kg.build.prune.judgments_file", "judgments file")
+    judge = b.prune.encoder_judge
+    if judge is not None and getattr(judge, "encoder", None) is not None:
+        _check_encoder(judge.encoder, "kg.build.prune.encoder_judge.encoder")
+
+
+def _validate_embedder(spec: "JobSpec") -> None:
+    a = spec.kg.augment
+    if a.embedder not in ("hashing", "encoder"):
+        raise ConfigError(f"kg.augment.embedder: expected 'hashing' or 'encoder', got {a.embedder!r}",
+                          "kg.augment.embedder")
+    if a.embedder == "encoder" and a.encoder is None:
+        raise ConfigError("kg.augment.encoder: embedder 'encoder' needs an encoder config", "kg.augment.encoder")
+
+
+def _validate_kg_augment(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    _validate_embedder(spec)
+
+
+def _preflight_kg_augment(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    a = spec.kg.augment
+    _check_exists(a.prompts, "kg.augment.prompts", "prompt log")
+    _check_exists(a.trending, "kg.augment.trending", "trending list")
+    _check_exists(a.taxonomy.names_file, "kg.augment.taxonomy.names_file", "names file")
+    if a.embedder == "encoder":
+        _check_encoder(a.encoder, "kg.augment.encoder")
+
+
+def _validate_kg_weights(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if spec.kg.weights.use_embeddings:
+        _validate_embedder(spec)  # the weights map tags with kg.augment's embedder
+
+
+def _preflight_kg_weights(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if spec.kg.weights.use_embeddings and spec.kg.augment.embedder == "encoder":
+        _check_encoder(spec.kg.augment.encoder, "kg.augment.encoder")
+
+
+def _bind_kg_weights(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
+    return (spec.kg.weights,), {"augment": spec.kg.augment}
+
+
+# --------------------------------------------------------------------------- the steps
+
+register(Step(
+    name="ingest", run="curation.steps.ingest.pool:ingest", section="ingest",
+    help="add a source's images to the lake's pool",
+    reads=(), writes=("pool",), options=("source", "name", "uri_column"),
+    validate=_validate_ingest, preflight=_preflight_ingest))
+register(Step(
+    name="profile", run="curation.steps.profiling.profile:profile", section="profile",
+    help="profile features for pool items not yet profiled",
+    reads=("pool",), writes=("profiles",), validate=_validate_profile))
+register(Step(
+    name="score", run="curation.steps.profiling.score:score", section="score",
+    help="embeddings, model heads and image-caption alignment",
+    reads=("pool",), writes=("scores", "embeddings/<encoder>"), preflight=_preflight_score))
+register(Step(
+    name="dedup", run="curation.steps.vectors.dedup:dedup", section="dedup",
+    help="semantic dedup: k-NN graph, Leiden communities, one decision per item",
+    reads=("embeddings/<encoder>", "profiles", "scores"), writes=("dedup", "graph_edges/<encoder>"),
+    validate=_validate_dedup))
+register(Step(
+    name="export", run="curation.steps.export.export:export", section="stages",
+    help="apply a stage's rules and dedup, write its Parquet manifest",
+    reads=("pool", "profiles", "scores", "dedup", "removals", "weights"), writes=("manifests/<stage>",),
+    options=("stage", "out"), validate=_validate_export, preflight=_preflight_export, bind=_bind_export))
+register(Step(
+    name="kg-build", run="curation.steps.kg.steps:kg_build", section="kg.build", needs_ray=False,
+    help="knowledge graph from Wikipedia dumps",
+    reads=(), writes=("kg_nodes", "kg_edges"), validate=_validate_kg_build, preflight=_preflight_kg_build))
+register(Step(
+    name="kg-augment", run="curation.steps.kg.steps:kg_augment", section="kg.augment", needs_ray=False,
+    help="taxonomy from the pool's tags, prompt-log boosts, trending concepts",
+    reads=("kg_nodes", "kg_edges", "pool"), writes=("kg_nodes", "kg_edges"),
+    validate=_validate_kg_augment, preflight=_preflight_kg_augment))
+register(Step(
+    name="kg-weights", run="curation.steps.kg.steps:kg_weights", section="kg.weights", needs_ray=False,
+    help="one BM25 x hierarchy sampling weight per pool item",
+    reads=("kg_nodes", "kg_edges", "pool"), writes=("weights",),
+    validate=_validate_kg_weights, preflight=_preflight_kg_weights, bind=_bind_kg_weights))

@@ -1,0 +1,67 @@
+"""Convert a lake from the pre-Delta layout to Delta tables (`curate migrate LAKE`).
+
+The old layout kept each table as `<table>/data/vNNNNNNNN/*.parquet` plus commit records
+`<table>/_commits/vNNNNNNNN.json` listing the snapshot's files. Migration writes each table's
+latest committed snapshot as version 0 of a Delta table in the same directory, with the old
+producer in the commit metadata, then moves the old `data/` and `_commits/` directories to
+`<lake>/_legacy/<table>/` (nothing is deleted: remove that folder once satisfied). Older
+versions are not carried over. A table whose old record lists a missing file is reported and
+left as it was. Running it again on a converted lake does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from curation.storage.lake import LEGACY_COMMITS, Lake, LakeError
+
+LEGACY_DIR = "_legacy"
+
+
+def migrate(root: str) -> dict[str, Any]:
+    """Convert every old-layout table of the lake at `root`; returns table -> outcome."""
+    lake = Lake(root, create=False, allow_legacy=True)
+    outcome: dict[str, Any] = {}
+    for table in lake.legacy_tables():
+        try:
+            outcome[table] = _migrate_table(lake, table)
+        except (LakeError, OSError, ValueError) as exc:
+            outcome[table] = {"error": str(exc)}
+    return outcome
+
+
+def _migrate_table(lake: Lake, table: str) -> dict[str, Any]:
+    base = lake.table_dir(table)
+    commits = posixpath.join(base, LEGACY_COMMITS)
+    records = sorted(i.path for i in lake.fs.get_file_info(pafs.FileSelector(commits, allow_not_found=True))
+                     if posixpath.basename(i.path).startswith("v") and i.path.endswith(".json"))
+    if not records:
+        raise LakeError(f"{table}: no commit record in {commits}")
+    with lake.fs.open_input_stream(records[-1]) as f:
+        rec = json.loads(f.read())
+    files = [posixpath.join(base, p) for p in rec.get("files", [])]
+    missing = [p for p in files if lake.fs.get_file_info(p).type == pafs.FileType.NotFound]
+    if missing:
+        raise LakeError(f"{table}: the old snapshot lists missing files, e.g. {missing[0]}")
+    if files:
+        data = pads.dataset(files, filesystem=lake.fs, format="parquet").to_table()
+    else:
+        schema_hex = (rec.get("stats") or {}).get("schema")
+        schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schema_hex))) if schema_hex else pa.schema([])
+        data = schema.empty_table()
+    # Move the old layout aside first: the Delta table is created in the same directory.
+    legacy = posixpath.join(lake.root, LEGACY_DIR, table)
+    lake.fs.create_dir(legacy, recursive=True)
+    for name in (LEGACY_COMMITS, "data"):
+        src = posixpath.join(base, name)
+        if lake.fs.get_file_info(src).type != pafs.FileType.NotFound:
+            lake.fs.move(src, posixpath.join(legacy, name))
+    commit = lake.write(table, data, mode="overwrite",
+                        producer=dict(rec.get("producer") or {}, migrated_from=f"legacy v{rec.get('version')}"))
+    return {"rows": commit.rows, "legacy_version": rec.get("version"), "moved_to": legacy}
