@@ -41,4 +41,4 @@ def test_job_submit_runs_a_spec(ray_session, tmp_path):
     assert "[ingest] 5 in -> 5 out" in logs and "[profile] 5 in -> 5 out" in logs
     kept = int(re.search(r"\[export\] 5 in -> (\d+) out", logs).group(1))
     assert pq.read_table(tmp_path / "out" / "lowres" / "manifest.parquet").num_rows == kept
-    assert (tmp_path / "lake" / "profiles" / "_commits" / "v00000001.json").exists()
+    assert (tmp_path / "lake" / "profiles" / "_delta_log" / f"{0:020d}.json").exists()

@@ -18,16 +18,16 @@ def _t(ids, x=None):
 def test_append_overwrite_versions_and_time_travel(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     assert lake.tables() == []
-    c1 = lake.write("pool", _t(["a", "b"]), producer={"step": "t"})
-    c2 = lake.write("pool", _t(["c"]))
+    c1 = lake.write("items", _t(["a", "b"]), producer={"step": "t"})
+    c2 = lake.write("items", _t(["c"]))
     assert (c1.version, c2.version) == (0, 1)
-    assert lake.versions("pool") == [0, 1]
-    assert sorted(lake.read("pool")["id"].to_pylist()) == ["a", "b", "c"]
-    assert lake.read("pool", version=0)["id"].to_pylist() == ["a", "b"]
-    c3 = lake.write("pool", _t(["z"]), mode="overwrite")
-    assert lake.read("pool")["id"].to_pylist() == ["z"] and c3.rows == 1 and c3.mode == "overwrite"
-    assert lake.commit_record("pool", 1).rows == 3 and c2.added_rows == 1
-    history = lake.history("pool")
+    assert lake.versions("items") == [0, 1]
+    assert sorted(lake.read("items")["id"].to_pylist()) == ["a", "b", "c"]
+    assert lake.read("items", version=0)["id"].to_pylist() == ["a", "b"]
+    c3 = lake.write("items", _t(["z"]), mode="overwrite")
+    assert lake.read("items")["id"].to_pylist() == ["z"] and c3.rows == 1 and c3.mode == "overwrite"
+    assert lake.commit_record("items", 1).rows == 3 and c2.added_rows == 1
+    history = lake.history("items")
     assert [h.version for h in history] == [2, 1, 0] and history[-1].producer == {"step": "t"}
 
 
@@ -60,16 +60,27 @@ def test_uncommitted_files_are_invisible_and_vacuumed(tmp_path):
 def test_vacuum_keeps_versions_that_commits_read(tmp_path, monkeypatch):
     lake = Lake(str(tmp_path))
     monkeypatch.setattr(Lake, "min_vacuum_hours", 0)  # removals are stamped now: vacuum them at once
-    lake.write("pool", _t(["a"]))
-    lake.write("pool", _t(["b"]), mode="overwrite")  # v1 removes v0's file
-    lake.write("manifests/s", _t(["a"]), reads={"pool": 0})  # an export of pool v0
-    lake.write("pool", _t(["c"]), mode="overwrite")  # v2 removes v1's file
-    assert lake.pinned_versions() == {"pool": {0}}
-    removed = lake.vacuum(retention_hours=0)["pool"]
+    lake.write("items", _t(["a"]))
+    lake.write("items", _t(["b"]), mode="overwrite")  # v1 removes v0's file
+    lake.write("views/s", _t(["a"]), reads={"items": 0})  # an export of items v0
+    lake.write("items", _t(["c"]), mode="overwrite")  # v2 removes v1's file
+    assert lake.pinned_versions() == {"items": {0}}
+    removed = lake.vacuum(retention_hours=0)["items"]
     assert len(removed) == 1  # v1's file only
-    assert lake.read("pool", version=0)["id"].to_pylist() == ["a"]
+    assert lake.read("items", version=0)["id"].to_pylist() == ["a"]
     with pytest.raises(LakeError):
-        lake.read("pool", version=1)
+        lake.read("items", version=1)
+
+
+def test_catalogued_tables_are_checked_on_write(tmp_path):
+    from curation.storage.schemas import POOL_SCHEMA, SchemaError
+
+    lake = Lake(str(tmp_path))
+    with pytest.raises(SchemaError, match="'pool'.*missing"):
+        lake.write("pool", _t(["a"]))
+    assert not lake.exists("pool")
+    lake.write("pool", POOL_SCHEMA.empty_table())
+    lake.write("my_notes", _t(["a"]))  # a table outside the catalogue is the user's own
 
 
 def test_errors_and_bad_names(tmp_path):
@@ -110,12 +121,12 @@ def test_damaged_tables_are_reported_not_misread(tmp_path):
 
 def test_nested_table_names_and_status(tmp_path):
     lake = Lake(str(tmp_path))
-    lake.write("manifests/sft", _t(["a", "b"]), producer={"step": "export"})
-    lake.write("pool", _t(["a"]))
+    lake.write("views/sft", _t(["a", "b"]), producer={"step": "export"})
+    lake.write("items", _t(["a"]))
     status = {s["table"]: s for s in lake.status()}
-    assert set(status) == {"manifests/sft", "pool"}
-    assert status["manifests/sft"]["rows"] == 2 and status["manifests/sft"]["producer"] == {"step": "export"}
-    assert (tmp_path / "manifests/sft/_delta_log" / f"{0:020d}.json").exists()
+    assert set(status) == {"views/sft", "items"}
+    assert status["views/sft"]["rows"] == 2 and status["views/sft"]["producer"] == {"step": "export"}
+    assert (tmp_path / "views/sft/_delta_log" / f"{0:020d}.json").exists()
 
 
 def test_merge_upserts_by_key(tmp_path):
@@ -152,7 +163,7 @@ def test_concurrent_merges_all_land(tmp_path):
 
     def bump(_):
         def make(snap):
-            current = snap.to_pyarrow_dataset().to_table(columns=["id", "n"]).to_pylist()
+            current = snap.to_table(columns=["id", "n"]).to_pylist()
             n = max(r["n"] for r in current)
             return pa.table({"id": ["a"], "n": [n + 1]})
 
@@ -204,22 +215,42 @@ def test_tables_open_in_other_readers(tmp_path):
 
 def test_migrate_old_layout(tmp_path):
     root = tmp_path / "old"
-    data = root / "pool" / "data" / "v00000002"
+    data = root / "items" / "data" / "v00000002"
     data.mkdir(parents=True)
     pq.write_table(_t(["a", "b"]), data / "part-00000.parquet")
-    (root / "pool" / "_commits").mkdir()
-    record = {"table": "pool", "version": 2, "files": ["data/v00000002/part-00000.parquet"], "rows": 2,
+    (root / "items" / "_commits").mkdir()
+    record = {"table": "items", "version": 2, "files": ["data/v00000002/part-00000.parquet"], "rows": 2,
               "added_rows": 2, "mode": "append", "producer": {"step": "ingest"}, "created_at": "", "stats": {}}
-    (root / "pool" / "_commits" / "v00000002.json").write_text(json.dumps(record))
+    (root / "items" / "_commits" / "v00000002.json").write_text(json.dumps(record))
     with pytest.raises(LakeError, match="curate migrate"):
         Lake(str(root))
     out = migrate(str(root))
-    assert out["pool"]["rows"] == 2
+    assert out["items"]["rows"] == 2
     lake = Lake(str(root))
-    assert sorted(lake.read("pool")["id"].to_pylist()) == ["a", "b"]
-    assert lake.commit_record("pool").producer["step"] == "ingest"
-    assert (root / "_legacy" / "pool" / "_commits").exists()
+    assert sorted(lake.read("items")["id"].to_pylist()) == ["a", "b"]
+    assert lake.commit_record("items").producer["step"] == "ingest"
+    assert (root / "_legacy" / "items" / "_commits").exists()
     assert migrate(str(root)) == {}
+
+
+def test_migrate_packs_old_float16_embeddings(tmp_path):
+    import numpy as np
+
+    from curation.steps.vectors.embeddings import read_embeddings
+
+    root = tmp_path / "old"
+    data = root / "embeddings" / "clip" / "data" / "v00000001"
+    data.mkdir(parents=True)
+    vectors = np.arange(6, dtype=np.float16).reshape(2, 3)
+    old = pa.table({"id": ["a", "b"], "encoder": ["clip", "clip"],
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 3)})
+    pq.write_table(old, data / "part-00000.parquet")
+    (root / "embeddings" / "clip" / "_commits").mkdir()
+    (root / "embeddings" / "clip" / "_commits" / "v00000001.json").write_text(json.dumps(
+        {"version": 1, "files": ["data/v00000001/part-00000.parquet"], "producer": {"step": "score"}}))
+    assert migrate(str(root))["embeddings/clip"]["rows"] == 2
+    got = read_embeddings(Lake(str(root)), "clip")
+    assert got.ids.to_pylist() == ["a", "b"] and np.array_equal(got.vectors, vectors)
 
 
 def test_ray_write_and_read(ray_session, tmp_path):

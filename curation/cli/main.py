@@ -43,6 +43,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from curation.cli.lake import LAKE_COMMANDS
 from curation.config.typed import ConfigError
 
 log = logging.getLogger("curate")
@@ -317,35 +318,6 @@ def _kg_build(args: argparse.Namespace) -> int:
     return _run_step_command(args, overrides=overrides)
 
 
-def _add_status(sub) -> None:
-    p = sub.add_parser("status", help="list the lake's tables, versions, row counts and producers")
-    _lake_arg(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_status)
-
-
-def _status(args: argparse.Namespace) -> int:
-    from curation.storage.location import check_lake
-
-    check_lake(args.lake, create=False)  # a read-only command creates nothing
-
-    from curation.storage.lake import Lake
-
-    lake = Lake(args.lake, create=False)
-    rows = lake.status()
-    if args.json:
-        print(json.dumps({"lake": lake.uri, "tables": rows}, indent=1, default=str))
-        return 0
-    if not rows:
-        print(f"{lake.uri}: no tables")
-        return 0
-    print(f"{'table':<24} {'versions':>8} {'latest':>6} {'rows':>10}  {'committed':<25} producer")
-    for r in rows:
-        producer = ", ".join(f"{k}={v}" for k, v in r["producer"].items() if not isinstance(v, dict))
-        print(f"{r['table']:<24} {r['versions']:>8} {r['latest']:>6} {r['rows']:>10}  {r['created_at']:<25} {producer}")
-    return 0
-
-
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a job spec's steps")
     p.add_argument("spec_path", metavar="SPEC", help="job spec YAML (e.g. jobs/profile.yaml)")
@@ -379,7 +351,7 @@ _STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "kg-bui
 
 COMMANDS: list[Callable[[Any], None]] = [
     _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export,
-    _add_kg, _add_status, _add_run, _add_generic_steps,
+    _add_kg, *LAKE_COMMANDS, _add_run, _add_generic_steps,
 ]
 
 

@@ -251,7 +251,20 @@ class Lake:
         return list(self.delta(table, version).file_uris())
 
     def dataset(self, table: str, version: int | None = None) -> pads.Dataset:
-        return self.delta(table, version).to_pyarrow_dataset()
+        """The snapshot as a pyarrow Dataset (physical columns: see `read` for unsigned types)."""
+        return self._arrow_dataset(self.delta(table, version))
+
+    def _arrow_dataset(self, dtable) -> pads.Dataset:
+        # Built from the snapshot's file list on pyarrow's own filesystem, not through
+        # delta-rs's `to_pyarrow_dataset`: its filesystem handler keeps scan threads that abort
+        # the interpreter at exit (delta-rs #2184), and the Delta schema as the dataset schema
+        # reads files written by other writers (string_view columns) as the table's types.
+        if "deletionVectors" in (dtable.protocol().reader_features or []):
+            return dtable.to_pyarrow_dataset()  # only delta-rs applies deletion vectors
+        schema = pa.schema(dtable.schema().to_arrow())
+        paths = [pafs.FileSystem.from_uri(_as_uri(u))[1] if self._scheme != "file" else u
+                 for u in dtable.file_uris()]
+        return pads.dataset(paths, schema=schema, format="parquet", filesystem=self.fs)
 
     def read(self, table: str, columns: list[str] | None = None, version: int | None = None,
              filter: pads.Expression | None = None) -> pa.Table:
@@ -366,6 +379,7 @@ class Lake:
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be append or overwrite, not {mode!r}")
         keys = [key] if isinstance(key, str) else list(key or [])
+        _check_catalogue(table, schema)
         for attempt in range(self.max_attempts):
             snapshot = self.delta(table) if self.exists(table) else None
             if keys and mode == "append":
@@ -407,15 +421,16 @@ class Lake:
                  stats: dict[str, Any] | None = None) -> Commit | None:
         """A keyed upsert (Delta MERGE) recomputed against the latest snapshot until it commits.
 
-        make(snapshot) -> the source rows (unique `key`), computed from `snapshot` (a
-        DeltaTable, or None when the table does not exist yet), or None for "nothing to do".
+        make(snapshot) -> the source rows (unique `key`), computed from `snapshot` (the
+        latest version as a pyarrow Dataset, or None when the table does not exist yet), or
+        None for "nothing to do".
         Matched rows get `update_columns` from the source; unmatched rows are inserted whole.
         """
         from deltalake.exceptions import CommitFailedError
 
         for attempt in range(self.max_attempts):
             snapshot = self.delta(table) if self.exists(table) else None
-            rows = make(snapshot)
+            rows = make(self._arrow_dataset(snapshot) if snapshot is not None else None)
             if rows is None or rows.num_rows == 0:
                 return None
             meta = {"producer": producer or {}, "stats": stats or {}, "mode": "merge"}
@@ -449,7 +464,7 @@ class Lake:
         """Staged files without the rows whose key the snapshot (or an earlier file) holds;
         only files that hold such rows are rewritten."""
         base = self.table_dir(table)
-        known = (_key_array(snapshot.to_pyarrow_dataset().to_table(columns=keys), keys)
+        known = (_key_array(self._arrow_dataset(snapshot).to_table(columns=keys), keys)
                  if snapshot is not None else pa.array([], pa.string()))
         out = []
         for f in staged:
@@ -542,6 +557,18 @@ def _write_block(batch: pa.Table, fs: pafs.FileSystem, dir_path: str, schema: pa
     pq.write_table(_to_delta(batch), path, filesystem=fs, compression="zstd")
     size = fs.get_file_info(path).size
     return pa.table({"path": [name], "size": [size], "rows": [batch.num_rows], "mtime_ms": [int(time.time() * 1000)]})
+
+
+def _check_catalogue(table: str, schema: pa.Schema) -> None:
+    """Tables the catalogue names must be written in their declared schema (the key and
+    required columns, the declared types); other tables are the user's own."""
+    from curation.storage.schemas import SchemaError, table_spec
+
+    try:
+        spec = table_spec(table)
+    except SchemaError:
+        return
+    spec.check(schema, table)
 
 
 # Delta has no unsigned integers: such columns are stored as the signed type of the same width

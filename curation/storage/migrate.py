@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from curation.storage.lake import LEGACY_COMMITS, Lake, LakeError
+from curation.storage.schemas import embeddings_schema
 
 LEGACY_DIR = "_legacy"
 
@@ -55,6 +56,7 @@ def _migrate_table(lake: Lake, table: str) -> dict[str, Any]:
         schema_hex = (rec.get("stats") or {}).get("schema")
         schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schema_hex))) if schema_hex else pa.schema([])
         data = schema.empty_table()
+    data = _delta_types(data)
     # Move the old layout aside first: the Delta table is created in the same directory.
     legacy = posixpath.join(lake.root, LEGACY_DIR, table)
     lake.fs.create_dir(legacy, recursive=True)
@@ -65,3 +67,20 @@ def _migrate_table(lake: Lake, table: str) -> dict[str, Any]:
     commit = lake.write(table, data, mode="overwrite",
                         producer=dict(rec.get("producer") or {}, migrated_from=f"legacy v{rec.get('version')}"))
     return {"rows": commit.rows, "legacy_version": rec.get("version"), "moved_to": legacy}
+
+
+def _delta_types(table: pa.Table) -> pa.Table:
+    """Old embeddings kept `vector` as a fixed-size list of float16, which Delta cannot store:
+    pack each row's float16 values into bytes (the layout `embeddings/<encoder>` uses now)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type):
+            col = table.column(i).combine_chunks()
+            dim = f.type.list_size
+            values = col.values.to_numpy(zero_copy_only=False).astype("<f2", copy=False)
+            offsets = pa.array(range(0, (len(col) + 1) * dim * 2, dim * 2), pa.int32())
+            packed = pa.BinaryArray.from_buffers(pa.binary(), len(col), [None, offsets.buffers()[1],
+                                                 pa.py_buffer(values.tobytes())])
+            if col.null_count:
+                raise LakeError(f"column {f.name!r} has null vectors; the old layout never wrote those")
+            table = table.set_column(i, embeddings_schema(dim).field("vector").with_name(f.name), packed)
+    return table

@@ -108,7 +108,7 @@ def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, in
         if snapshot is None:
             return merged
         ids = merged["id"]
-        known = snapshot.to_pyarrow_dataset().to_table(columns=["id", "uris", "sources"],
+        known = snapshot.to_table(columns=["id", "uris", "sources"],
                                                       filter=pads.field("id").isin(ids.combine_chunks()))
         new_rows = merged.filter(pc.invert(pc.is_in(ids, value_set=known["id"])))
         changed = _gained(known, merged)
