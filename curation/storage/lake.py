@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import posixpath
 import re
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -50,22 +47,16 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curation.storage import delta, maintenance
+from curation.storage.errors import LakeConflict, LakeError
 from curation.storage.faults import fault_point
+
+__all__ = ["Commit", "Lake", "LakeConflict", "LakeError", "StagedFile"]
 
 LOG_DIR = "_delta_log"
 LEGACY_COMMITS = "_commits"  # the pre-Delta layout (see curation.storage.migrate)
-WRITER_APP_ID = "curate-writer"
-META_KEY = "curate"
 _LOG_FILE = re.compile(r"^(\d{20})\.json$")
 _TABLE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class LakeError(Exception):
-    """A table or version that does not exist, a damaged table, or a write that lost its race."""
-
-
-class LakeConflict(LakeError):
-    """Another writer committed to the table since this writer's snapshot."""
 
 
 @dataclass
@@ -110,10 +101,10 @@ class Lake:
     def __init__(self, root: str, *, create: bool = True, storage_options: dict[str, str] | None = None,
                  allow_legacy: bool = False):
         self.uri = root
-        self.fs, path = pafs.FileSystem.from_uri(_as_uri(root))
+        self.fs, path = pafs.FileSystem.from_uri(delta.as_uri(root))
         self.root = path.rstrip("/") or "/"
         self.storage_options = storage_options
-        self._scheme = _as_uri(root).split("://", 1)[0]
+        self._scheme = delta.as_uri(root).split("://", 1)[0]
         info = self.fs.get_file_info(self.root)
         if info.type == pafs.FileType.File:
             raise LakeError(f"lake path {root} is a file, not a directory")
@@ -206,14 +197,14 @@ class Lake:
             return DeltaTable(self.table_uri(table), version=version, storage_options=self.storage_options)
         except Exception as exc:  # delta-rs raises its own error types for damaged or missing logs
             which = f"version {version} of " if version is not None else ""
-            raise LakeError(f"cannot open {which}table {table!r} in {self.uri}: {_first_line(exc)}") from None
+            raise LakeError(f"cannot open {which}table {table!r} in {self.uri}: {delta.first_line(exc)}") from None
 
     def commit_record(self, table: str, version: int | None = None) -> Commit:
         """What the log says about `version` (latest by default): producer, counts, reads."""
         dtable = self.delta(table, version)
         version = dtable.version()
         info = self._commit_info(table, version)
-        meta = _parse_meta(info.get(META_KEY))
+        meta = delta.parse_meta(info.get(delta.META_KEY))
         adds = pa.table(dtable.get_add_actions(flatten=True))
         rows = int(pc.sum(adds["num_records"]).as_py() or 0) if adds.num_rows else 0
         mode = meta.get("mode") or str(info.get("operationParameters", {}).get("mode", "")).lower()
@@ -262,7 +253,7 @@ class Lake:
         if "deletionVectors" in (dtable.protocol().reader_features or []):
             return dtable.to_pyarrow_dataset()  # only delta-rs applies deletion vectors
         schema = pa.schema(dtable.schema().to_arrow())
-        paths = [pafs.FileSystem.from_uri(_as_uri(u))[1] if self._scheme != "file" else u
+        paths = [pafs.FileSystem.from_uri(delta.as_uri(u))[1] if self._scheme != "file" else u
                  for u in dtable.file_uris()]
         return pads.dataset(paths, schema=schema, format="parquet", filesystem=self.fs)
 
@@ -270,10 +261,10 @@ class Lake:
              filter: pads.Expression | None = None) -> pa.Table:
         """A committed snapshot (latest by default) in memory."""
         try:
-            return _from_delta(self.dataset(table, version).to_table(columns=columns, filter=filter))
+            return delta.from_delta(self.dataset(table, version).to_table(columns=columns, filter=filter))
         except (FileNotFoundError, OSError) as exc:
             raise LakeError(f"table {table!r} in {self.uri} lists a data file that cannot be read "
-                            f"(deleted by hand?): {_first_line(exc)}") from None
+                            f"(deleted by hand?): {delta.first_line(exc)}") from None
 
     def read_ray(self, table: str, columns: list[str] | None = None, version: int | None = None):
         """The snapshot as a Ray Dataset: a distributed read of exactly the committed files."""
@@ -286,8 +277,8 @@ class Lake:
             return ray.data.from_arrow(empty.select(columns) if columns else empty)
         fs = None if self._scheme != "file" else self.fs
         ds = ray.data.read_parquet(files, filesystem=fs, columns=columns)
-        if any(TYPE_META in (f.metadata or {}) for f in pa.schema(dtable.schema().to_arrow())):
-            ds = ds.map_batches(_from_delta, batch_format="pyarrow", batch_size=None)
+        if any(delta.TYPE_META in (f.metadata or {}) for f in pa.schema(dtable.schema().to_arrow())):
+            ds = ds.map_batches(delta.from_delta, batch_format="pyarrow", batch_size=None)
         return ds
 
     def pending(self, source: str, columns: list[str], target: str, producer_column: str,
@@ -348,7 +339,7 @@ class Lake:
             dataset then needs the table to exist already, or writes nothing).
         """
         dir_path = self.table_dir(table)
-        listing = ds.map_batches(_write_block, batch_format="pyarrow", batch_size=rows_per_file,
+        listing = ds.map_batches(delta.write_block, batch_format="pyarrow", batch_size=rows_per_file,
                                  fn_kwargs={"fs": self.fs, "dir_path": dir_path, "schema": schema})
         staged = []
         for block in listing.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -379,7 +370,7 @@ class Lake:
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be append or overwrite, not {mode!r}")
         keys = [key] if isinstance(key, str) else list(key or [])
-        _check_catalogue(table, schema)
+        delta.check_catalogue(table, schema)
         for attempt in range(self.max_attempts):
             snapshot = self.delta(table) if self.exists(table) else None
             if keys and mode == "append":
@@ -391,8 +382,8 @@ class Lake:
                                  data_change=True, stats=json.dumps({"numRecords": f.rows})) for f in staged]
             if snapshot is not None and keys and mode == "append" and not actions:
                 return self.commit_record(table)  # nothing new: no version is written
-            props = _commit_properties(meta)
-            delta_schema = _delta_schema(schema)
+            props = delta.commit_properties(meta)
+            delta_schema = delta.delta_schema(schema)
             if attempt == 0:
                 fault_point(f"before_commit:{table}")
             try:
@@ -403,14 +394,14 @@ class Lake:
                 else:
                     snapshot.create_write_transaction(actions, mode=mode, schema=delta_schema, commit_properties=props)
             except CommitFailedError:
-                _backoff(attempt)
+                delta.backoff(attempt)
                 continue
             except Exception as exc:
                 if snapshot is None and self.exists(table):
                     if must_create:
                         raise LakeConflict(f"{table!r} was created by another writer meanwhile") from None
                     continue  # another writer created the table first: append to it
-                raise LakeError(f"commit to {table!r} failed: {_first_line(exc)}") from None
+                raise LakeError(f"commit to {table!r} failed: {delta.first_line(exc)}") from None
             fault_point(f"after_commit:{table}")
             return self.commit_record(table)
         raise LakeConflict(f"{table!r}: gave up after {self.max_attempts} attempts; other writers kept "
@@ -440,38 +431,38 @@ class Lake:
                     return self.commit(table, staged, schema=rows.schema, producer=producer, stats=stats,
                                        must_create=True)
                 except LakeConflict:
-                    _backoff(attempt)
+                    delta.backoff(attempt)
                     continue
             if attempt == 0:
                 fault_point(f"before_commit:{table}")
             try:
-                (snapshot.merge(_to_delta(rows), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
-                                commit_properties=_commit_properties(meta))
+                (snapshot.merge(delta.to_delta(rows), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+                                commit_properties=delta.commit_properties(meta))
                  .when_matched_update(updates={c: f"s.{c}" for c in update_columns})
                  .when_not_matched_insert_all()
                  .execute())
             except CommitFailedError:
-                _backoff(attempt)
+                delta.backoff(attempt)
                 continue
             fault_point(f"after_commit:{table}")
             return self.commit_record(table)
         raise LakeConflict(f"{table!r}: MERGE gave up after {self.max_attempts} attempts to concurrent writers")
 
     def _write_file(self, table: str, data: pa.Table) -> StagedFile:
-        return StagedFile(**_write_block(data, self.fs, self.table_dir(table), data.schema).to_pylist()[0])
+        return StagedFile(**delta.write_block(data, self.fs, self.table_dir(table), data.schema).to_pylist()[0])
 
     def _drop_known(self, table: str, staged: list[StagedFile], keys: list[str], snapshot) -> list[StagedFile]:
         """Staged files without the rows whose key the snapshot (or an earlier file) holds;
         only files that hold such rows are rewritten."""
         base = self.table_dir(table)
-        known = (_key_array(self._arrow_dataset(snapshot).to_table(columns=keys), keys)
+        known = (delta.key_array(self._arrow_dataset(snapshot).to_table(columns=keys), keys)
                  if snapshot is not None else pa.array([], pa.string()))
         out = []
         for f in staged:
             path = posixpath.join(base, f.path)
-            ids = _key_array(pq.read_table(path, columns=keys, filesystem=self.fs), keys)
+            ids = delta.key_array(pq.read_table(path, columns=keys, filesystem=self.fs), keys)
             dup = pc.is_in(ids, value_set=known)
-            first = _first_occurrence(ids)
+            first = delta.first_occurrence(ids)
             keep = pc.and_(pc.invert(dup), first)
             if pc.all(keep).as_py() is not False:
                 out.append(f)
@@ -483,174 +474,16 @@ class Lake:
             known = pa.concat_arrays([known, ids.filter(keep)])
         return out
 
-    # ---- maintenance ---------------------------------------------------------------------
+    # ---- maintenance (curation.storage.maintenance) ------------------------------------
     def pinned_versions(self) -> dict[str, set[int]]:
         """table -> versions some commit's `reads` references (never vacuumed away)."""
-        pins: dict[str, set[int]] = {}
-        for table in self.tables():
-            for rec in self.history(table):
-                for other, version in rec.reads.items():
-                    pins.setdefault(other, set()).add(int(version))
-        return pins
+        return maintenance.pinned_versions(self)
 
     def vacuum(self, retention_hours: float = 168, *, dry_run: bool = False,
                tables: Iterable[str] | None = None) -> dict[str, list[str]]:
-        """Delete data files no retained version needs: files removed from the table more
-        than `retention_hours` ago, and orphans of killed writers older than that, keeping
-        every file of a version some commit's `reads` references. Returns table -> files."""
-        if retention_hours < self.min_vacuum_hours:
-            raise ValueError(f"retention_hours must be >= {self.min_vacuum_hours}: younger orphan files "
-                             "may belong to a writer that has not committed yet")
-        pins = self.pinned_versions()
-        out = {}
-        for table in tables or self.tables():
-            dtable = self.delta(table)
-            keep = sorted(v for v in pins.get(table, set()) if v in set(self.versions(table)))
-            out[table] = list(dtable.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
-                                            enforce_retention_duration=False, full=True,
-                                            keep_versions=keep or None))
-        return out
+        """Delete data files no retained version needs; see `maintenance.vacuum`."""
+        return maintenance.vacuum(self, retention_hours, dry_run=dry_run, tables=tables)
 
-    # ---- status ------------------------------------------------------------------------
     def status(self, check_files: bool = True) -> list[dict[str, Any]]:
-        """One entry per table: versions, latest version, rows, producer, commit time, and
-        problems found (`error`: unreadable log; `missing_files`: listed but absent)."""
-        out = []
-        for table in self._walk()[0]:
-            entry: dict[str, Any] = {"table": table, "versions": len(self.versions(table))}
-            try:
-                rec = self.commit_record(table)
-                entry.update(latest=rec.version, rows=rec.rows, files=rec.files, mode=rec.mode,
-                             producer=rec.producer, created_at=rec.created_at, error=None)
-                if check_files:
-                    missing = self._missing_files(table)
-                    entry["missing_files"] = len(missing)
-                    if missing:
-                        entry["error"] = (f"{len(missing)} data file(s) of the latest version are missing "
-                                          f"(e.g. {missing[0]}); rows cannot be trusted")
-            except LakeError as exc:
-                entry.update(latest=None, rows=None, files=None, mode="", producer={}, created_at="",
-                             error=str(exc))
-            out.append(entry)
-        return out
-
-    def _missing_files(self, table: str) -> list[str]:
-        base = self.table_dir(table)
-        present = {posixpath.relpath(i.path, base) for i in
-                   self.fs.get_file_info(pafs.FileSelector(base, recursive=True)) if i.type == pafs.FileType.File}
-        listed = pa.table(self.delta(table).get_add_actions(flatten=True))["path"].to_pylist()
-        return [p for p in listed if p not in present]
-
-
-# ---- helpers (module level: Ray ships them to workers) ------------------------------------
-
-def _write_block(batch: pa.Table, fs: pafs.FileSystem, dir_path: str, schema: pa.Schema | None) -> pa.Table:
-    """Write one Parquet file of `batch` into `dir_path`; return its listing row."""
-    columns = ["path", "size", "rows", "mtime_ms"]
-    if batch.num_rows == 0:
-        return pa.table({c: pa.array([], pa.string() if c == "path" else pa.int64()) for c in columns})
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    path = posixpath.join(dir_path, name)
-    fs.create_dir(dir_path, recursive=True)
-    if schema is not None:
-        batch = batch.select(schema.names).cast(schema)
-    pq.write_table(_to_delta(batch), path, filesystem=fs, compression="zstd")
-    size = fs.get_file_info(path).size
-    return pa.table({"path": [name], "size": [size], "rows": [batch.num_rows], "mtime_ms": [int(time.time() * 1000)]})
-
-
-def _check_catalogue(table: str, schema: pa.Schema) -> None:
-    """Tables the catalogue names must be written in their declared schema (the key and
-    required columns, the declared types); other tables are the user's own."""
-    from curation.storage.schemas import SchemaError, table_spec
-
-    try:
-        spec = table_spec(table)
-    except SchemaError:
-        return
-    spec.check(schema, table)
-
-
-# Delta has no unsigned integers: such columns are stored as the signed type of the same width
-# (the same bits), marked in the field metadata, and viewed back on read.
-_SIGNED = {pa.uint8(): pa.int8(), pa.uint16(): pa.int16(), pa.uint32(): pa.int32(), pa.uint64(): pa.int64()}
-TYPE_META = b"curate.arrow_type"
-
-
-def _delta_schema(schema: pa.Schema) -> pa.Schema:
-    fields = []
-    for f in schema:
-        if f.type in _SIGNED:
-            f = pa.field(f.name, _SIGNED[f.type], f.nullable, {**(f.metadata or {}), TYPE_META: str(f.type).encode()})
-        fields.append(f)
-    return pa.schema(fields, metadata=schema.metadata)
-
-
-def _to_delta(table: pa.Table) -> pa.Table:
-    if not any(f.type in _SIGNED for f in table.schema):
-        return table
-    schema = _delta_schema(table.schema)
-    cols = [pa.chunked_array([c.view(schema.field(i).type) for c in col.chunks], schema.field(i).type)
-            if table.schema.field(i).type in _SIGNED else col for i, col in enumerate(table.columns)]
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _from_delta(table: pa.Table) -> pa.Table:
-    marked = [i for i, f in enumerate(table.schema) if TYPE_META in (f.metadata or {})]
-    for i in marked:
-        f = table.schema.field(i)
-        target = pa.type_for_alias(f.metadata[TYPE_META].decode())
-        col = pa.chunked_array([c.view(target) for c in table.column(i).chunks], target)
-        meta = {k: v for k, v in f.metadata.items() if k != TYPE_META}
-        table = table.set_column(i, pa.field(f.name, target, f.nullable, meta or None), col)
-    return table
-
-
-def _key_array(table: pa.Table, keys: list[str]) -> pa.Array:
-    if len(keys) == 1:
-        return table.column(keys[0]).combine_chunks().cast(pa.string())
-    cols = [pc.cast(table.column(k), pa.string()) for k in keys]
-    return pc.binary_join_element_wise(*cols, "\x1f").combine_chunks()
-
-
-def _first_occurrence(values: pa.Array) -> pa.Array:
-    """True where a value appears for the first time in `values`."""
-    idx = pa.table({"v": values, "i": pa.array(range(len(values)), pa.int64())})
-    firsts = idx.group_by("v", use_threads=False).aggregate([("i", "min")])["i_min"]
-    return pc.is_in(idx["i"], value_set=firsts).combine_chunks()
-
-
-def _commit_properties(meta: dict[str, Any]):
-    from deltalake import CommitProperties
-    from deltalake.transaction import Transaction
-
-    # The application transaction makes any two of our commits to one table conflict when
-    # they start from the same snapshot (delta-rs checks app ids the committing writer read).
-    return CommitProperties(custom_metadata={META_KEY: json.dumps(meta, default=str, sort_keys=True)},
-                            app_transactions=[Transaction(WRITER_APP_ID, time.time_ns() // 1000)])
-
-
-def _parse_meta(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, str):
-        try:
-            value = json.loads(raw)
-            return value if isinstance(value, dict) else {}
-        except ValueError:
-            return {}
-    return {}  # written by another Delta client: no curate metadata
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(2.0, 0.05 * (2 ** attempt)) * (0.5 + (uuid.uuid4().int % 1000) / 1000))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _as_uri(root: str) -> str:
-    if "://" in root:
-        return root
-    return "file://" + os.path.abspath(os.path.expanduser(root))
+        """One entry per table with its problems; see `maintenance.status`."""
+        return maintenance.status(self, check_files)
