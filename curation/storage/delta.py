@@ -82,6 +82,11 @@ def from_delta(table: pa.Table) -> pa.Table:
     return table
 
 
+def as_table_types(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A block read from a data file in the table's (Delta) schema, unsigned types restored."""
+    return from_delta(batch.select(schema.names).cast(schema))
+
+
 def key_array(table: pa.Table, keys: list[str]) -> pa.Array:
     if len(keys) == 1:
         return table.column(keys[0]).combine_chunks().cast(pa.string())

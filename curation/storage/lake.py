@@ -276,10 +276,14 @@ class Lake:
             empty = pa.schema(dtable.schema().to_arrow()).empty_table()
             return ray.data.from_arrow(empty.select(columns) if columns else empty)
         fs = None if self._scheme != "file" else self.fs
-        ds = ray.data.read_parquet(files, filesystem=fs, columns=columns)
-        if any(delta.TYPE_META in (f.metadata or {}) for f in pa.schema(dtable.schema().to_arrow())):
-            ds = ds.map_batches(delta.from_delta, batch_format="pyarrow", batch_size=None)
-        return ds
+        schema = pa.schema(dtable.schema().to_arrow())
+        if columns:
+            schema = pa.schema([schema.field(c) for c in columns])
+        # Files written by other Delta writers may use other physical types (string_view):
+        # every block is cast to the table's schema, then unsigned columns are restored.
+        return (ray.data.read_parquet(files, filesystem=fs, columns=columns)
+                .map_batches(delta.as_table_types, fn_kwargs={"schema": schema}, batch_format="pyarrow",
+                             batch_size=None))
 
     def pending(self, source: str, columns: list[str], target: str, producer_column: str,
                 producer: str, also: Iterable[str] = ()) -> tuple[pa.Table, str]:
