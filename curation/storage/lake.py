@@ -277,12 +277,11 @@ class Lake:
             return ray.data.from_arrow(empty.select(columns) if columns else empty)
         fs = None if self._scheme != "file" else self.fs
         schema = pa.schema(dtable.schema().to_arrow())
-        if columns:
-            schema = pa.schema([schema.field(c) for c in columns])
-        # Files written by other Delta writers may use other physical types (string_view):
-        # every block is cast to the table's schema, then unsigned columns are restored.
-        return (ray.data.read_parquet(files, filesystem=fs, columns=columns)
-                .map_batches(delta.as_table_types, fn_kwargs={"schema": schema}, batch_format="pyarrow",
+        # Files written by other Delta writers may use other physical types (string_view): they
+        # are read in the table's schema, then unsigned columns are restored.
+        selected = pa.schema([schema.field(c) for c in columns]) if columns else schema
+        return (ray.data.read_parquet(files, filesystem=fs, columns=columns, schema=schema)
+                .map_batches(delta.as_table_types, fn_kwargs={"schema": selected}, batch_format="pyarrow",
                              batch_size=None))
 
     def pending(self, source: str, columns: list[str], target: str, producer_column: str,
