@@ -280,9 +280,11 @@ class Lake:
         # Files written by other Delta writers may use other physical types (string_view): they
         # are read in the table's schema, then unsigned columns are restored.
         selected = pa.schema([schema.field(c) for c in columns]) if columns else schema
-        return (ray.data.read_parquet(files, filesystem=fs, columns=columns, schema=schema)
-                .map_batches(delta.as_table_types, fn_kwargs={"schema": selected}, batch_format="pyarrow",
-                             batch_size=None))
+        ds = ray.data.read_parquet(files, filesystem=fs, schema=schema)
+        if columns:
+            ds = ds.select_columns(columns)  # Ray pushes the projection into the read
+        return ds.map_batches(delta.as_table_types, fn_kwargs={"schema": selected}, batch_format="pyarrow",
+                              batch_size=None)
 
     def pending(self, source: str, columns: list[str], target: str, producer_column: str,
                 producer: str, also: Iterable[str] = ()) -> tuple[pa.Table, str]:
