@@ -5,7 +5,8 @@
 The previous layout (versioned Parquet directories plus a JSON commit record of our own,
 `benchmarks/legacy_lake.py`) is the baseline. For 1M `pool` rows and 1M `profiles` rows:
 1. write rows/s through `Lake.write` vs the old writer (target >= 0.8x);
-2. read rows/s of the whole latest snapshot vs the old reader (target >= 1x);
+2. read rows/s of the whole latest snapshot vs the old reader (target >= 1x), and pyarrow
+   reading the same files bare (the floor both share: both layouts are the same Parquet);
 3. a keyed append (the idempotent path every incremental step takes) of 10k new rows onto
    the 1M-row table, reported on its own;
 4. the latency of one commit: a 1-row append, median of 20, both layouts.
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.dataset as pads  # noqa: E402
 
 from benchmarks.legacy_lake import LegacyLake  # noqa: E402
 from curation.storage import schemas  # noqa: E402
@@ -105,11 +107,14 @@ def bench_table(name: str, data: pa.Table, work: Path) -> dict:
         writes_old.append(timed(old_write, repeat=1))
     out["write_new"], out["write_old"] = min(writes_new), min(writes_old)
     new, old = Lake(str(work / f"new-{name}-1")), LegacyLake(str(work / f"old-{name}-1"))
-    reads_new, reads_old = [], []
-    for _ in range(5):  # interleaved, best of 5: page cache and allocator state even out
+    # The floor both layouts share: pyarrow reading the very files of the new table.
+    files = new.files(name)
+    reads_new, reads_old, reads_bare = [], [], []
+    for _ in range(9):  # interleaved, best of 9: page cache and allocator state even out
         reads_new.append(timed(lambda: new.read(name), repeat=1))
         reads_old.append(timed(lambda: old.read(name), repeat=1))
-    out["read_new"], out["read_old"] = min(reads_new), min(reads_old)
+        reads_bare.append(timed(lambda: pads.dataset(files, format="parquet").to_table(), repeat=1))
+    out["read_new"], out["read_old"], out["read_bare"] = min(reads_new), min(reads_old), min(reads_bare)
     assert new.read(name).num_rows == old.read(name).num_rows == n
     extra = data.slice(0, 10_000)
     extra = extra.set_column(0, extra.schema.field(0), pa.array([f"new-{i}" for i in range(extra.num_rows)]))
@@ -120,6 +125,8 @@ def bench_table(name: str, data: pa.Table, work: Path) -> dict:
     for way in ("write", "read"):
         a, b = n / out[f"{way}_new"], n / out[f"{way}_old"]
         print(f"  {way:<5} delta {a:>12,.0f} rows/s   previous layout {b:>12,.0f} rows/s   ratio {a / b:.2f}x")
+    print(f"  read  bare pyarrow on the same files {n / out['read_bare']:>12,.0f} rows/s "
+          f"(the Delta layer's share: {(out['read_new'] - out['read_bare']) * 1000:+.0f} ms per read)")
     print(f"  keyed append of 10k new rows onto {n:,}: {out['keyed_append_10k']:.2f}s")
     return out
 

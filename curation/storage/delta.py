@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 WRITER_APP_ID = "curate-writer"
+OWN_FILE = re.compile(r"^part-[0-9a-f]{32}\.parquet$")  # the names `write_block` gives its files
 META_KEY = "curate"
 
 def write_block(batch: pa.Table, fs: pafs.FileSystem, dir_path: str, schema: pa.Schema | None) -> pa.Table:

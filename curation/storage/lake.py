@@ -104,6 +104,7 @@ class Lake:
         self.fs, path = pafs.FileSystem.from_uri(delta.as_uri(root))
         self.root = path.rstrip("/") or "/"
         self.storage_options = storage_options
+        self._schemas: dict[str, pa.Schema] = {}
         self._scheme = delta.as_uri(root).split("://", 1)[0]
         info = self.fs.get_file_info(self.root)
         if info.type == pafs.FileType.File:
@@ -255,7 +256,20 @@ class Lake:
         schema = pa.schema(dtable.schema().to_arrow())
         paths = [pafs.FileSystem.from_uri(delta.as_uri(u))[1] if self._scheme != "file" else u
                  for u in dtable.file_uris()]
+        # Our own files are written in the table's types. A declared dataset schema costs ~15% of
+        # a read (pyarrow projects every batch), so it is declared only when a file written by
+        # another writer (delta-rs MERGE, another tool) has other physical types.
+        own = [p for p in paths if delta.OWN_FILE.match(posixpath.basename(p))]
+        foreign = [p for p in paths if p not in set(own)]
+        if paths and all(self._file_schema(p).equals(schema, check_metadata=False) for p in foreign + own[:1]):
+            return pads.dataset(paths, format="parquet", filesystem=self.fs)
         return pads.dataset(paths, schema=schema, format="parquet", filesystem=self.fs)
+
+    def _file_schema(self, path: str) -> pa.Schema:
+        """A data file's Arrow schema from its footer (files never change: cached)."""
+        if path not in self._schemas:
+            self._schemas[path] = pq.read_schema(path, filesystem=self.fs)
+        return self._schemas[path]
 
     def read(self, table: str, columns: list[str] | None = None, version: int | None = None,
              filter: pads.Expression | None = None) -> pa.Table:
