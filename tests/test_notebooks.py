@@ -41,3 +41,14 @@ def test_knowledge_graph_notebook(demo_lake, monkeypatch, tmp_path):
     images, text = _run("03_knowledge_graph.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
     assert images >= 3  # PageRank, neighbourhood, coverage
     assert "pruned, by reason" in text and "(L2, taxonomy)" in text and "coverage change" in text
+
+
+def test_committed_notebooks_carry_their_outputs():
+    """The files in the repo are saved executed (`notebooks/execute.py`), plots included, so
+    they read as examples without running them."""
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, f"{path.name}: run notebooks/execute.py"
+        assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
