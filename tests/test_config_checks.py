@@ -210,6 +210,22 @@ def test_missing_source_and_dumps(tmp_path, capsys, no_ray):
            created=[lake])
 
 
+def test_unknown_uri_column_before_ray(tmp_path, capsys, no_ray):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake = tmp_path / "lake"
+    (tmp_path / "t.csv").write_text("path,caption\na.jpg,hi\n")
+    _fails(["ingest", lake, tmp_path / "t.csv", "--uri-column", "bogus"], capsys,
+           "steps[0].uri_column: uri column 'bogus' is not in", "['path', 'caption']", created=[lake])
+    pq.write_table(pa.table({"x": ["a.jpg"], "caption": ["hi"]}), tmp_path / "t.parquet")
+    _fails(["ingest", lake, tmp_path / "t.parquet"], capsys, "ingest.uri_column:", "has no uri column",
+           "--uri-column", created=[lake])
+    (tmp_path / "t.jsonl").write_text('{"img": "a.jpg", "caption": "hi"}\n')
+    _fails(["ingest", lake, tmp_path / "t.jsonl", "--uri-column", "image"], capsys,
+           "uri column 'image' is not in", "['img', 'caption']", created=[lake])
+
+
 def test_lake_path_is_a_file_or_under_a_file(tmp_path, capsys, no_ray):
     (tmp_path / "imgs").mkdir()
     afile = tmp_path / "afile"

@@ -169,7 +169,15 @@ def _validate_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
 
 
 def _preflight_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
-    _check_exists(_ingest_source(spec, step), f"{where}.source" if step.source else "ingest.source", "source")
+    source = _ingest_source(spec, step)
+    _check_exists(source, f"{where}.source" if step.source else "ingest.source", "source")
+    from curation.steps.ingest.columns import check_uri_column
+
+    key = f"{where}.uri_column" if step.uri_column else "ingest.uri_column"
+    try:
+        check_uri_column(source, step.uri_column or spec.ingest.uri_column)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}", key) from None
 
 
 def _validate_profile(spec: "JobSpec", step: "StepSpec", where: str) -> None:
