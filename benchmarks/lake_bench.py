@@ -48,7 +48,7 @@ def pool_rows(n: int, seed: int = 0) -> pa.Table:
         "uris": pa.array([[u] for u in uris], pa.list_(pa.string())),
         "sources": pa.array([["laion"]] * n, pa.list_(pa.string())),
         "caption": caption,
-        "caption_fields": pa.array([[("caption", c)] for c in caption], pa.map_(pa.string(), pa.string())),
+        "caption_fields": pa.array([[{"key": "caption", "value": c}] for c in caption], schemas.CAPTION_FIELDS_TYPE),
         "tags": pa.array([["photo", "dog"]] * n, pa.list_(pa.string())),
         "caption_issue": pa.nulls(n, pa.string()), "extra_json": pa.nulls(n, pa.string()),
         "bytes_len": rng.integers(10_000, 500_000, n), "ingest_batch": ["20261202T000000-abcdef"] * n,

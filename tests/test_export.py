@@ -8,6 +8,7 @@ import pytest
 from curation.steps.export.export import NEAR_DUPLICATE, NOT_PROFILED, StageConfig, evaluate, export
 from curation.steps.ingest.pool import IngestConfig, ingest
 from curation.storage.lake import Lake
+from curation.storage.schemas import caption_field_map
 from curation.config.spec import ConfigError
 
 
@@ -97,4 +98,4 @@ def test_demo_pool_keeps_bad_captions_and_every_file(demo_lake, demo_corpus):
         if rel not in sum(demo_corpus.exact_duplicates, []):
             assert uris[rel]["caption"] is None and uris[rel]["caption_issue"] == "missing"
     zh = [uris[rel] for rel in demo_corpus.planted["caption_json"]]
-    assert any("caption_zh" in dict(r["caption_fields"] or []) for r in zh) and any(r["tags"] for r in zh)
+    assert any("caption_zh" in caption_field_map(r["caption_fields"]) for r in zh) and any(r["tags"] for r in zh)

@@ -14,6 +14,7 @@ from curation.steps.ingest.captions import normalize
 from curation.steps.ingest.pool import IngestConfig, ingest
 from curation.steps.ingest.sources import SourceError, discover
 from curation.storage.lake import Lake
+from curation.storage.schemas import caption_field_map
 
 
 def _jpeg(seed: int, size=(64, 48)) -> bytes:
@@ -47,7 +48,7 @@ def test_directory_with_sidecars_and_odd_names(ray_session, tmp_path):
     assert pool[ida]["caption"] == "a red fox"  # the row with a caption represents the id
     assert sorted(pool[ida]["uris"]) == sorted([str(src / "a.jpg"), str(src / "copy.jpg")])
     assert pool[idb]["caption"] == "a cat"
-    assert dict(pool[idb]["caption_fields"])["caption_zh"] == "一只猫"
+    assert caption_field_map(pool[idb]["caption_fields"])["caption_zh"] == "一只猫"
     assert pool[idb]["tags"] == ["cat", "pet"]
     assert json.loads(pool[idb]["extra_json"]) == {"license": "cc-by"}
     assert pool[idb]["uri"].endswith("café 東京.jpg") and pool[idb]["sources"] == ["web"]

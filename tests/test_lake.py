@@ -272,3 +272,29 @@ def test_ray_write_and_read(ray_session, tmp_path):
     assert sorted(r["id"] for r in lake.read_ray("t").take_all()) == ["a", "b", "c", "d", "e"]
     lake.write("h", pa.table({"id": ["a"], "h": pa.array([2**64 - 1], pa.uint64())}))
     assert lake.read_ray("h", columns=["h"]).take_all() == [{"h": 2**64 - 1}]
+
+
+def test_migrate_turns_old_caption_maps_into_key_value_lists(tmp_path):
+    from curation.storage.schemas import CAPTION_FIELDS_TYPE, caption_field_map
+
+    root = tmp_path / "old"
+    data = root / "pool" / "data" / "v00000001"
+    data.mkdir(parents=True)
+    from curation.storage.schemas import POOL_SCHEMA
+
+    old_map = pa.map_(pa.string(), pa.string())
+    old_schema = pa.schema([pa.field(f.name, old_map) if f.name == "caption_fields" else f for f in POOL_SCHEMA])
+    old = pa.table({f.name: pa.nulls(2, f.type) for f in old_schema}, schema=old_schema)
+    old = old.set_column(0, "id", pa.array(["a", "b"]))
+    old = old.set_column(old.schema.get_field_index("caption_fields"), pa.field("caption_fields", old_map),
+                         pa.array([[("caption", "x"), ("caption_zh", "y")], None], old_map))
+    pq.write_table(old, data / "part-00000.parquet")
+    (root / "pool" / "_commits").mkdir()
+    (root / "pool" / "_commits" / "v00000001.json").write_text(json.dumps(
+        {"version": 1, "files": ["data/v00000001/part-00000.parquet"], "producer": {"step": "ingest"}}))
+    migrate(str(root))
+    got = Lake(str(root)).read("pool", columns=["id", "caption_fields"]).sort_by("id")
+    assert got.schema.field("caption_fields").type == CAPTION_FIELDS_TYPE
+    values = got["caption_fields"].to_pylist()
+    assert caption_field_map(values[0]) == {"caption": "x", "caption_zh": "y"} and values[1] is None
+

@@ -6,6 +6,7 @@ import torch
 from curation.steps.export.export import StageConfig, evaluate
 from curation.steps.ingest.pool import IngestConfig, ingest
 from curation.storage.lake import Lake
+from curation.storage.schemas import CAPTION_FIELDS_TYPE
 from curation.steps.export.rules import RulesConfig
 from curation.steps.profiling.score import ScoreConfig, Scorer, alignment_column, preflight, prepare_batch, score
 from curation.steps.vectors.embeddings import read_embeddings
@@ -48,7 +49,8 @@ def _pool(inputs, kinds):
     zh = [[("caption_zh", "红色的汽车")]] * n
     return pa.table({"id": kinds, "uri": [str(inputs[k]) for k in kinds], "byte_offset": [None] * n,
                      "byte_size": [None] * n, "error": [None] * n, "caption": captions,
-                     "caption_fields": pa.array(zh, pa.map_(pa.string(), pa.string()))})
+                     "caption_fields": pa.array([[{"key": k, "value": v} for k, v in z] if z else None for z in zh],
+                                                CAPTION_FIELDS_TYPE)})
 
 
 def _run_local(cfg, pool, scorer=None):

@@ -115,3 +115,118 @@ def write_webdataset(out_dir: Path, image_paths: Sequence[Path], captions: Capti
                 _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
         shards.append(shard)
     return shards
+
+
+# ---- img2dataset output folders ------------------------------------------------------------------
+
+IMG2DATASET_ERRORS = [  # (status, error_message) of failed rows, as img2dataset reports them
+    ("failed_to_download", "HTTP Error 404: Not Found"),
+    ("failed_to_download", "<urlopen error [Errno -2] Name or service not known>"),
+    ("failed_to_download", "The read operation timed out"),
+    ("failed_to_resize", "cannot identify image file <_io.BytesIO object at 0x7f3a2c1b4e50>"),
+]
+
+
+def write_img2dataset(out_dir: Path, n: int, fail_every: int | None = 4, mode: str = "webdataset", *,
+                      shard_size: int = 8, additional_columns: bool = True, seed: int = 0) -> dict:
+    """Write `n` samples as img2dataset writes its output folder, in output_format `mode`:
+
+    - "webdataset": per shard ``00000.tar`` (members ``KEY.jpg``, ``KEY.json``, ``KEY.txt`` in
+      webdataset's sorted order; only successful samples), ``00000.parquet`` (every row, failed
+      ones included) and ``00000_stats.json``;
+    - "files": the same members as files in a ``00000/`` folder, with the parquet and stats beside;
+    - "parquet": only ``00000.parquet`` (+ stats) with the image bytes in a ``jpg`` column.
+
+    Keys are img2dataset's: 5-digit shard id + 4-digit index in the shard (``000010003``).
+    Parquet columns: ``key, caption, url, status, error_message, width, height, original_width,
+    original_height, exif, sha256`` and, with additional_columns, ``license`` (str) and
+    ``similarity`` (float, LAION's clip score), which img2dataset keeps when asked to
+    (save_additional_columns). Every `fail_every`-th sample fails (status ``failed_to_download``
+    or ``failed_to_resize``, an error_message, null sizes and hash, no image). Images are small
+    distinct JPEGs. Returns {"shards": [paths], "success": {key: row + "image": bytes},
+    "failed": {key: row}}.
+    """
+    import hashlib
+    import math
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    if mode not in ("webdataset", "files", "parquet"):
+        raise ValueError(f"unknown img2dataset output mode {mode!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    oom_sample = max(1, math.ceil(math.log10(10_000)))  # img2dataset's default number_sample_per_shard
+    success: dict[str, dict] = {}
+    failed: dict[str, dict] = {}
+    shards: list[Path] = []
+    n_fail = 0
+    for s, start in enumerate(range(0, n, shard_size)):
+        shard_name = f"{s:05d}"
+        rows: list[dict] = []
+        images: list[bytes | None] = []
+        for i, k in enumerate(range(start, min(start + shard_size, n))):
+            key = f"{shard_name}{i:0{oom_sample}d}"
+            row = {"key": key, "caption": f"a photo number {k} of a {['cat', 'dog', 'bird', 'tree'][k % 4]}",
+                   "url": f"https://img.example.com/{k:06d}.jpg"}
+            if additional_columns:
+                row["license"] = LICENSES[k % len(LICENSES)]
+                row["similarity"] = round(float(rng.uniform(0.28, 0.4)), 4)
+            if fail_every and k % fail_every == fail_every - 1:
+                status, message = IMG2DATASET_ERRORS[n_fail % len(IMG2DATASET_ERRORS)]
+                n_fail += 1
+                row.update(status=status, error_message=message, width=None, height=None,
+                           original_width=None, original_height=None, exif=None, sha256=None)
+                failed[key] = row
+                image = None
+            else:
+                w, h = 32 + 8 * (k % 5), 24 + 8 * (k % 3)
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+                image = buf.getvalue()
+                row.update(status="success", error_message=None, width=w, height=h,
+                           original_width=w * 4, original_height=h * 4, exif="{}",
+                           sha256=hashlib.sha256(image).hexdigest())
+                success[key] = dict(row, image=image)
+            rows.append(row)
+            images.append(image)
+        columns = ["key", "caption", "url", "status", "error_message", "width", "height", "original_width",
+                   "original_height", "exif", "sha256"] + (["license", "similarity"] if additional_columns else [])
+        types = {"width": pa.int32(), "height": pa.int32(), "original_width": pa.int32(),
+                 "original_height": pa.int32(), "similarity": pa.float64()}
+        schema = pa.schema([(c, types.get(c, pa.string())) for c in columns])
+        table = pa.Table.from_pylist([{c: r[c] for c in columns} for r in rows], schema=schema)
+        if mode == "parquet":
+            table = table.append_column(pa.field("jpg", pa.binary()), pa.array(images, pa.binary()))
+        pq.write_table(table, out_dir / f"{shard_name}.parquet")
+        members = [(f"{r['key']}.{ext}", data) for r, img in zip(rows, images) if img is not None
+                   for ext, data in (("jpg", img), ("json", json.dumps({c: r[c] for c in columns}, indent=4).encode()),
+                                     ("txt", r["caption"].encode("utf-8")))]
+        if mode == "webdataset":
+            shard = out_dir / f"{shard_name}.tar"
+            with tarfile.open(shard, "w") as tar:
+                for name, data in members:
+                    _add(tar, name, data)
+            shards.append(shard)
+        elif mode == "files":
+            folder = out_dir / shard_name
+            folder.mkdir(exist_ok=True)
+            for name, data in members:
+                (folder / name).write_bytes(data)
+            shards.append(folder)
+        else:
+            shards.append(out_dir / f"{shard_name}.parquet")
+        ok = sum(img is not None for img in images)
+        status_dict: dict[str, int] = {"success": ok} if ok else {}
+        for r in rows:
+            if r["status"] != "success":
+                status_dict[r["error_message"]] = status_dict.get(r["error_message"], 0) + 1
+        stats = {"count": len(rows), "successes": ok,
+                 "failed_to_download": sum(r["status"] == "failed_to_download" for r in rows),
+                 "failed_to_resize": sum(r["status"] == "failed_to_resize" for r in rows),
+                 "duration": 1.5, "bytes_downloaded": sum(len(i) for i in images if i),
+                 "start_time": float(TAR_MTIME), "end_time": float(TAR_MTIME) + 1.5, "status_dict": status_dict}
+        (out_dir / f"{shard_name}_stats.json").write_text(json.dumps(stats, indent=4))
+    return {"shards": shards, "success": success, "failed": failed}

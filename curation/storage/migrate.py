@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from curation.storage.lake import LEGACY_COMMITS, Lake, LakeError
-from curation.storage.schemas import embeddings_schema
+from curation.storage.schemas import CAPTION_FIELDS_TYPE, embeddings_schema
 
 LEGACY_DIR = "_legacy"
 
@@ -71,8 +71,16 @@ def _migrate_table(lake: Lake, table: str) -> dict[str, Any]:
 
 def _delta_types(table: pa.Table) -> pa.Table:
     """Old embeddings kept `vector` as a fixed-size list of float16, which Delta cannot store:
-    pack each row's float16 values into bytes (the layout `embeddings/<encoder>` uses now)."""
+    pack each row's float16 values into bytes (the layout `embeddings/<encoder>` uses now).
+    Old `caption_fields` maps become the list of {key, value} structs the pool uses now."""
     for i, f in enumerate(table.schema):
+        if pa.types.is_map(f.type):
+            col = table.column(i).combine_chunks()
+            entries = pa.StructArray.from_arrays([col.keys.cast(pa.string()), col.items.cast(pa.string())],
+                                                 names=["key", "value"])
+            as_list = pa.ListArray.from_arrays(col.offsets, entries, mask=col.is_null())
+            table = table.set_column(i, pa.field(f.name, CAPTION_FIELDS_TYPE, f.nullable, f.metadata), as_list)
+            continue
         if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type):
             col = table.column(i).combine_chunks()
             dim = f.type.list_size

@@ -75,7 +75,15 @@ URI = field("uri", pa.string(), "where the bytes are: a path or pyarrow.fs URI; 
 BYTE_OFFSET = field("byte_offset", pa.int64(), "offset of the bytes inside `uri`'s container file (WebDataset tar member), bytes; null for whole files")
 BYTE_SIZE = field("byte_size", pa.int64(), "length of the bytes at byte_offset, bytes; null for whole files")
 CAPTION = field("caption", pa.string(), "primary caption, UTF-8 (invalid bytes replaced with U+FFFD)")
-CAPTION_FIELDS = field("caption_fields", pa.map_(pa.string(), pa.string()), "every caption field of the source by name (caption, caption_zh, ...)")
+# A list of {key, value} structs rather than an Arrow map: the same data, and every common reader
+# maps it (Hugging Face `datasets` has no map type; Polars reads maps as this anyway).
+CAPTION_FIELDS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
+CAPTION_FIELDS = field("caption_fields", CAPTION_FIELDS_TYPE, "every caption field of the source by name (caption, caption_zh, ...), as a list of {key, value}; `caption_field_map` turns a row's value into a dict")
+
+
+def caption_field_map(value) -> dict[str, str]:
+    """A row's `caption_fields` (list of {key, value}, or None) as a dict."""
+    return {f["key"]: f["value"] for f in value or []}
 TAGS = field("tags", pa.list_(pa.string()), "tags from the source (sidecar JSON or a tags column)")
 ERROR = field("error", pa.string(), "null if fine; else '<step or operator>: <message>' per failure, joined with '; '")
 

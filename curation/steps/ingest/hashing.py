@@ -14,18 +14,21 @@ import json
 import posixpath
 import tarfile
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation.storage import io
+from curation.storage.schemas import CAPTION_FIELDS_TYPE
 from curation.steps.ingest import captions as capt
-from curation.steps.ingest.sources import IMAGE_EXTENSIONS
+from curation.steps.ingest.sources import IMAGE_EXTENSIONS, _jsonable
 
 INGESTED_SCHEMA = pa.schema([
     ("id", pa.string()), ("uri", pa.string()), ("byte_offset", pa.int64()), ("byte_size", pa.int64()),
     ("source", pa.string()), ("caption", pa.string()),
-    ("caption_fields", pa.map_(pa.string(), pa.string())), ("tags", pa.list_(pa.string())),
+    ("caption_fields", CAPTION_FIELDS_TYPE), ("tags", pa.list_(pa.string())),
     ("caption_issue", pa.string()), ("extra_json", pa.string()), ("bytes_len", pa.int64()),
     ("error", pa.string()),
 ])
@@ -40,7 +43,7 @@ def hash_batch(batch: pa.Table, source: str) -> pa.Table:
     rows: list[dict[str, Any]] = []
     for cand in batch.to_pylist():
         if cand["kind"] == "tar" and not cand.get("error"):
-            rows.extend(_expand_tar(cand["uri"], source))
+            rows.extend(_expand_tar(cand["uri"], source, cand.get("meta_table")))
         else:
             rows.append(_file_row(cand, source))
     return pa.Table.from_pylist(rows, schema=INGESTED_SCHEMA)
@@ -54,6 +57,13 @@ def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:  # written by discovery; guarded all the same
         record = {}
         errors.append(f"ingest: bad table row: {exc}")
+    if cand.get("meta_table") and uri:
+        # img2dataset "files" mode: the shard's parquet row for this key (its url, status, sizes...)
+        meta, meta_error = img2dataset_records(cand["meta_table"])
+        key = posixpath.splitext(posixpath.basename(uri))[0]
+        record = {**meta.get(key, {}), **record}
+        if meta_error:
+            record.setdefault("img2dataset_table_error", meta_error)
     fields, tags, extra, issue = capt.split_fields(record)
     if cand.get("sidecar_error"):
         errors.append(f"ingest: {cand['sidecar_error']}")
@@ -107,7 +117,7 @@ def _caption_columns(fields: dict[str, str], tags: list[str], extra: dict[str, A
     except ValueError as exc:
         extra_json = None
         errors.append(f"ingest: extra fields dropped: {exc}")
-    return {"caption": caption, "caption_fields": list(fields.items()) or None, "tags": tags or None,
+    return {"caption": caption, "caption_fields": [{"key": k, "value": v} for k, v in fields.items()] or None, "tags": tags or None,
             "caption_issue": issue, "extra_json": extra_json}
 
 
@@ -119,9 +129,23 @@ def _member_key(name: str) -> tuple[str, str]:
     return key, ext
 
 
-def _expand_tar(shard_uri: str, source: str) -> list[dict[str, Any]]:
+@lru_cache(maxsize=4)
+def img2dataset_records(table_uri: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """({key: row}, None) of an img2dataset per-shard parquet, or ({}, why) when it cannot be
+    read (the shard's samples are still ingested, without its columns). Cached per worker:
+    the candidates of one "files"-mode shard arrive in the same few batches."""
+    try:
+        table = pq.read_table(pyio.BytesIO(io.read_bytes(table_uri)))
+        return {str(r["key"]): _jsonable(r) for r in table.to_pylist() if r.get("key") is not None}, None
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return {}, io.printable(f"cannot read img2dataset table: {exc}")
+
+
+def _expand_tar(shard_uri: str, source: str, meta_table: str | None = None) -> list[dict[str, Any]]:
     """One row per image member of a WebDataset shard; `.txt`/`.json` members with the same
-    key become its captions. Reads the shard once, sequentially.
+    key become its captions. Reads the shard once, sequentially. With `meta_table` (img2dataset's
+    per-shard parquet) the table's row of the sample's key adds its columns (url, status, width,
+    sha256, ...) to the caption fields and extra.
 
     Tar allows several members with one name: a repeated name starts a new sample instead of
     replacing the earlier member, so each image is its own row (uri `<shard>#<name>@<k>`, the
@@ -160,6 +184,7 @@ def _expand_tar(shard_uri: str, source: str) -> list[dict[str, Any]]:
     for m in members:
         occurrence[m.offset] = seen[m.name] if name_count[m.name] > 1 else None
         seen[m.name] += 1
+    meta, meta_error = img2dataset_records(meta_table) if meta_table else ({}, None)
     for key, members_by_ext in zip(group_keys, groups):
         images = [m for ext, ms in members_by_ext.items() if ext in IMAGE_EXTENSIONS for m in ms]
         if not images:
@@ -181,6 +206,16 @@ def _expand_tar(shard_uri: str, source: str) -> list[dict[str, Any]]:
                 extra.update(e2)
             except ValueError as exc:
                 extra["json_error"] = str(exc)
+        if meta_table:
+            f3, t3, e3, why = capt.split_fields(meta.get(posixpath.basename(key), {}))
+            for k, v in f3.items():
+                fields.setdefault(k, v)
+            tags += [t for t in t3 if t not in tags]
+            for k, v in e3.items():
+                extra.setdefault(k, v)
+            issue = issue or why
+            if meta_error:
+                extra["img2dataset_table_error"] = meta_error
         for m in images:
             errors: list[str] = []
             blob = data[m.offset_data:m.offset_data + m.size]

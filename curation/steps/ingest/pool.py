@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 
 from curation.storage import schemas
 from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch
-from curation.steps.ingest.sources import discover
+from curation.steps.ingest.sources import discover, source_notes
 from curation.storage.lake import Lake
 from curation.steps.summary import StepSummary, error_kinds
 
@@ -32,7 +32,9 @@ PRODUCER = {"step": "ingest", "version": "1"}
 class IngestConfig:
     """ingest step options.
 
-    source: directory, table file (.parquet/.csv/.jsonl) or WebDataset .tar shard(s).
+    source: directory, table file (.parquet/.csv/.jsonl) or WebDataset .tar shard(s); an
+        img2dataset output folder ("webdataset" or "files" mode) is a directory source whose
+        per-shard parquet columns are kept and whose failed downloads are counted in the notes.
     name: source name recorded in `pool.sources`; default: the source path's last component.
     uri_column: for table sources, the column holding image uris (default: auto-detect).
     batch_size: candidates per hashing task.
@@ -73,7 +75,8 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
     summary = StepSummary("ingest", rows_in=rows.num_rows, rows_out=added, seconds=time.perf_counter() - t0,
                           errors=error_kinds(rows["error"]),
                           notes={"source_kind": kind, "source": name, "unique_ids": merged.num_rows,
-                                 "new_ids": added, "existing_ids_updated": updated})
+                                 "new_ids": added, "existing_ids_updated": updated,
+                                 **source_notes(candidates)})
     return summary
 
 

@@ -3,7 +3,16 @@
 Three source kinds, chosen from what SOURCE is:
 - a directory tree of images with optional sidecars (`x.txt`, `x.json` beside `x.jpg`);
 - a table file (`.parquet`, `.csv`, `.jsonl` / `.json`) with a uri column and caption column(s);
-- WebDataset shards: a `.tar` file, or a directory containing only `.tar` files.
+- WebDataset shards: a `.tar` file, or a directory containing `.tar` files (other files beside
+  them, such as img2dataset's `.parquet` / `_stats.json`, never hide the shards; images beside
+  the shards are ingested as in a directory source).
+
+img2dataset output folders are recognised in its "webdataset" mode (`00000.tar` +
+`00000.parquet` + `00000_stats.json` per shard) and "files" mode (`00000/KEY.jpg` ... +
+`00000.parquet`): the per-shard parquet (columns `key`, `status`, ...) is attached to the shard
+or image candidates (`meta_table`) and joined by `key` in the hashing tasks, and its failed rows
+(no image) are counted into the ingest summary (`source_notes`). Its "parquet" mode (images
+inside the parquet files) is not supported: such a folder is a SourceError, not an empty ingest.
 
 Each returns a "candidates" Arrow table (one row per item or, for WebDataset, per shard) that
 the hashing tasks (`curation.steps.ingest.hashing`) expand and hash in parallel.
@@ -25,6 +34,7 @@ import io as pyio
 import json
 import os
 import posixpath
+import re
 import stat
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -37,14 +47,13 @@ import pyarrow.parquet as pq
 
 from curation.storage import io
 from curation.steps.ingest import captions as capt
+from curation.steps.ingest.columns import TABLE_EXTENSIONS, URI_COLUMNS
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif",
     ".heic", ".heif", ".jxl", ".jp2", ".ico", ".svg", ".ppm", ".pgm", ".tga",
 })
 SIDECAR_EXTENSIONS = (".txt", ".json")
-URI_COLUMNS = ("uri", "url", "path", "image_path", "image", "file", "filepath", "file_name", "filename")
-TABLE_EXTENSIONS = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
 # pyarrow's CSV/JSON readers fail on a row longer than their block (default 1 MiB); 16 MiB keeps
 # big-caption tables on the fast path, and anything larger goes to the line reader.
 TABLE_BLOCK_BYTES = 16 << 20
@@ -57,7 +66,11 @@ CANDIDATE_SCHEMA = pa.schema([
     ("record_json", pa.string()),     # the table row's caption/tag/extra columns, as JSON
     ("error", pa.string()),           # the item is not read: its row carries this error
     ("sidecar_error", pa.string()),   # a sidecar is not read: added to the item's error
+    ("meta_table", pa.string()),      # img2dataset per-shard parquet, joined by key in the task
 ])
+NOTES_METADATA_KEY = b"curation.ingest.notes"  # candidates' schema metadata: summary notes (JSON)
+IMG2DATASET_REQUIRED = ("key", "status")
+IMG2DATASET_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp")  # "parquet" output mode: images inline
 
 
 class SourceError(ValueError):
@@ -81,15 +94,23 @@ def discover(source: str, uri_column: str | None = None, follow_symlinks: bool =
             files = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
                      if i.type == pafs.FileType.File]
             problems = []
-        if files and all(f.endswith(".tar") for f in files):
-            return "webdataset", _tar_candidates(source, sorted(files), problems)
-        return "directory", _directory_candidates(source, files, problems)
+        return _directory_source(source, fs, files, problems)
     lower = path.lower()
     if lower.endswith(".tar"):
-        return "webdataset", _tar_candidates(source, [path], [])
+        # One shard; an img2dataset shard's parquet beside it (00000.tar + 00000.parquet) is joined.
+        sibling = path[:-len(".tar")] + ".parquet"
+        return _directory_source(source, fs, [path] + ([sibling] if _is_file(fs, sibling) else []), [])
     if lower.endswith(TABLE_EXTENSIONS):
         return "table", _table_candidates(source, fs, path, uri_column)
     raise SourceError(f"unknown source kind for {source}: expected a directory, a .tar shard, or one of {TABLE_EXTENSIONS}")
+
+
+def _is_file(fs: pafs.FileSystem, path: str) -> bool:
+    try:
+        info = fs.get_file_info(path) if _utf8(path) else _local_info(path)
+    except OSError:
+        return False
+    return info.type == pafs.FileType.File
 
 
 def _utf8(path: str) -> bool:
@@ -226,9 +247,9 @@ def _empty_rows() -> dict[str, list]:
 
 def _add(rows: dict[str, list], kind: str, uri: str | None, sidecar_txt: str | None = None,
          sidecar_json: str | None = None, record_json: str | None = None, error: str | None = None,
-         sidecar_error: str | None = None) -> None:
+         sidecar_error: str | None = None, meta_table: str | None = None) -> None:
     for name, value in zip(CANDIDATE_SCHEMA.names,
-                           (kind, uri, sidecar_txt, sidecar_json, record_json, error, sidecar_error)):
+                           (kind, uri, sidecar_txt, sidecar_json, record_json, error, sidecar_error, meta_table)):
         rows[name].append(value)
 
 
@@ -238,7 +259,110 @@ def _add_problems(rows: dict[str, list], source: str, problems: list[_Problem]) 
             _add(rows, "file", _uri_like(source, p.path), error=f"ingest: {p.message}")
 
 
-def _directory_candidates(source: str, files: list[str], problems: list[_Problem]) -> pa.Table:
+def _directory_source(source: str, fs: pafs.FileSystem, files: list[str],
+                      problems: list[_Problem]) -> tuple[str, pa.Table]:
+    """(kind, candidates) for a listed directory: its `.tar` files are WebDataset shards, its
+    images (with sidecars) file items; img2dataset's per-shard parquet files are attached."""
+    files = sorted(files)
+    tars = [f for f in files if f.lower().endswith(".tar")]
+    tables, notes = _img2dataset_tables(fs, files, tars)
+    rows = _empty_rows()
+    for shard in tars:
+        table = tables.get(shard[:-len(".tar")])
+        _add(rows, "tar", _uri_like(source, shard), meta_table=_uri_like(source, table[0]) if table else None)
+    n_tar_rows = len(rows["uri"])
+    _directory_rows(rows, source, [f for f in files if not f.lower().endswith(".tar")], problems, tables)
+    _add_problems(rows, source, problems)
+    if not rows["uri"] and tables and any(t[1] for t in tables.values()):
+        raise SourceError(f"{source}: an img2dataset folder in its 'parquet' output mode (images inside the "
+                          "parquet files) is not supported; re-run img2dataset with output_format "
+                          "'webdataset' or 'files'")
+    kind = "webdataset" if tars else "directory"
+    if tables:
+        notes["img2dataset"] = "webdataset" if n_tar_rows else "files"
+    candidates = pa.table(rows, schema=CANDIDATE_SCHEMA)
+    if notes:
+        candidates = candidates.replace_schema_metadata({NOTES_METADATA_KEY: json.dumps(notes)})
+    return kind, candidates
+
+
+def source_notes(candidates: pa.Table) -> dict[str, Any]:
+    """Summary notes discovery left on the candidates (img2dataset failure counts)."""
+    meta = candidates.schema.metadata or {}
+    return json.loads(meta[NOTES_METADATA_KEY]) if NOTES_METADATA_KEY in meta else {}
+
+
+def _img2dataset_tables(fs: pafs.FileSystem, files: list[str],
+                        tars: list[str]) -> tuple[dict[str, tuple[str, bool]], dict[str, Any]]:
+    """img2dataset's per-shard tables: ({shard stem: (parquet path, images inline)}, notes).
+
+    A `.parquet` file is one when it sits beside its shard (`00000.tar`, the `00000/` folder of
+    "files" mode, or `00000_stats.json`) and has img2dataset's `key` and `status` columns. Its
+    rows whose status is not "success" have no image: they are counted here (by status and by
+    error kind), never ingested. A table that cannot be read is counted, and its shard is
+    ingested without it.
+    """
+    stems = {t[:-len(".tar")] for t in tars}
+    stems.update(posixpath.dirname(f) for f in files
+                 if posixpath.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    stems.update(f[:-len("_stats.json")] for f in files if f.endswith("_stats.json"))
+    tables: dict[str, tuple[str, bool]] = {}
+    unreadable: list[str] = []
+    rows = successes = 0
+    by_status: dict[str, int] = {}
+    by_error: dict[str, int] = {}
+    for f in files:
+        if not f.endswith(".parquet") or f[:-len(".parquet")] not in stems:
+            continue
+        try:
+            with _open(fs, f) as fh:
+                pf = pq.ParquetFile(fh)
+                names = pf.schema_arrow.names
+                if not all(c in names for c in IMG2DATASET_REQUIRED):
+                    continue
+                cols = ["status"] + (["error_message"] if "error_message" in names else [])
+                t = pf.read(columns=cols)
+        except (OSError, pa.ArrowException) as exc:
+            unreadable.append(f"{io.printable(posixpath.basename(f))}: {exc}")
+            continue
+        inline = any(c in names for c in IMG2DATASET_IMAGE_COLUMNS)
+        tables[f[:-len(".parquet")]] = (f, inline)
+        rows += t.num_rows
+        statuses = t["status"].to_pylist()
+        errors = t["error_message"].to_pylist() if "error_message" in names else [None] * t.num_rows
+        for status, message in zip(statuses, errors):
+            if status == "success":
+                successes += 1
+                continue
+            status = capt.repair(str(status))
+            by_status[status] = by_status.get(status, 0) + 1
+            kind = _failure_kind(str(message)) if message else ""
+            kind = kind or status
+            by_error[kind] = by_error.get(kind, 0) + 1
+    notes: dict[str, Any] = {}
+    if tables:
+        notes.update(img2dataset_shards=len(tables), img2dataset_rows=rows, img2dataset_successes=successes,
+                     img2dataset_failed=rows - successes,
+                     img2dataset_failed_by_status=dict(sorted(by_status.items(), key=lambda kv: -kv[1])),
+                     img2dataset_failed_by_error=dict(sorted(by_error.items(), key=lambda kv: -kv[1])))
+    if unreadable:
+        notes["img2dataset_unreadable_tables"] = unreadable
+    return tables, notes
+
+
+_VARIABLE_DETAIL = re.compile(r"\s*(\(|<_io\.|\bat 0x).*$", re.DOTALL)
+
+
+def _failure_kind(message: str) -> str:
+    """img2dataset error_message -> a kind to count by: object addresses and parenthesised
+    details (hosts, ports) cut, then as `summary.error_kind` ('HTTP Error 404: Not Found')."""
+    from curation.steps.summary import error_kind
+
+    return error_kind(_VARIABLE_DETAIL.sub("", capt.repair(message).strip()))
+
+
+def _directory_rows(rows: dict[str, list], source: str, files: list[str], problems: list[_Problem],
+                    tables: dict[str, tuple[str, bool]]) -> None:
     by_stem: dict[str, dict[str, str]] = {}
     images = []
     for f in sorted(files):
@@ -254,23 +378,14 @@ def _directory_candidates(source: str, files: list[str], problems: list[_Problem
         stem, ext = posixpath.splitext(p.path)
         if ext.lower() in SIDECAR_EXTENSIONS:
             blocked.setdefault(stem, []).append(f"caption sidecar not read: {p.message}")
-    rows = _empty_rows()
     for stem, f in images:
         side = by_stem.get(stem, {})
+        table = tables.get(posixpath.dirname(f))  # img2dataset "files" mode: 00000/KEY.jpg + 00000.parquet
         _add(rows, "file", _uri_like(source, f),
              sidecar_txt=_uri_like(source, side[".txt"]) if ".txt" in side else None,
              sidecar_json=_uri_like(source, side[".json"]) if ".json" in side else None,
-             sidecar_error="; ".join(blocked[stem]) if stem in blocked else None)
-    _add_problems(rows, source, problems)
-    return pa.table(rows, schema=CANDIDATE_SCHEMA)
-
-
-def _tar_candidates(source: str, shards: list[str], problems: list[_Problem]) -> pa.Table:
-    rows = _empty_rows()
-    for s in shards:
-        _add(rows, "tar", _uri_like(source, s))
-    _add_problems(rows, source, problems)
-    return pa.table(rows, schema=CANDIDATE_SCHEMA)
+             sidecar_error="; ".join(blocked[stem]) if stem in blocked else None,
+             meta_table=_uri_like(source, table[0]) if table else None)
 
 
 # ---- table files: one bad line is one error row ------------------------------------------------

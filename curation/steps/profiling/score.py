@@ -148,7 +148,7 @@ def _caption(row: dict[str, Any], caption_field: str) -> str | None:
     if caption_field == "caption":
         text = row.get("caption")
     else:
-        text = dict(row.get("caption_fields") or []).get(caption_field)
+        text = schemas.caption_field_map(row.get("caption_fields")).get(caption_field)
     return text if text and text.strip() else None
 
 
