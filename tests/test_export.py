@@ -99,3 +99,21 @@ def test_demo_pool_keeps_bad_captions_and_every_file(demo_lake, demo_corpus):
             assert uris[rel]["caption"] is None and uris[rel]["caption_issue"] == "missing"
     zh = [uris[rel] for rel in demo_corpus.planted["caption_json"]]
     assert any("caption_zh" in caption_field_map(r["caption_fields"]) for r in zh) and any(r["tags"] for r in zh)
+
+
+def test_original_size_from_the_source_reaches_the_manifest(ray_session, tmp_path):
+    from curation.demo import write_jpegs
+    from curation.steps.profiling.profile import ProfileConfig, profile
+
+    files = write_jpegs(tmp_path / "imgs", 2, megapixels=(0.1, 0.2), seed=11)
+    # a source that resized its images records what they measured before (as img2dataset does)
+    (tmp_path / "t.csv").write_text(f"path,caption,original_width,original_height\n"
+                                    f"{files[0]},a,4000,3000\n{files[1]},b,,\n")
+    lake = Lake(str(tmp_path / "lake"))
+    ingest(lake, IngestConfig(source=str(tmp_path / "t.csv")))
+    profile(lake, ProfileConfig())
+    export(lake, "s", StageConfig(), out=str(tmp_path / "out"))
+    rows = {r["uri"]: r for r in pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()}
+    first, second = rows[str(files[0])], rows[str(files[1])]
+    assert (first["original_width"], first["original_height"]) == (4000, 3000)
+    assert (second["original_width"], second["original_height"]) == (second["width"], second["height"])

@@ -66,7 +66,7 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
     # every table is read at the version its producer entry names (what the export records)
     producers = {"pool": _producer(lake, "pool")}
-    pool = lake.read("pool", columns=POOL_COLUMNS, version=producers["pool"]["table_version"])
+    pool = lake.read("pool", columns=POOL_COLUMNS + ["extra_json"], version=producers["pool"]["table_version"])
     if lake.exists("profiles"):
         producers["profiles"] = _producer(lake, "profiles")
         profiles = lake.read("profiles", version=producers["profiles"]["table_version"])
@@ -96,7 +96,7 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         producers["weights"] = _producer(lake, "weights")
         table = _left_join(table, lake.read("weights", columns=["id", "weight"],
                                             version=producers["weights"]["table_version"]), "id")
-    table = table.sort_by("id")  # decisions never depend on file or join order
+    table = _with_original_size(table).sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)
     keep = np.asarray(result.keep, dtype=bool)
@@ -152,6 +152,39 @@ def _left_join(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
     return out
 
 
+ORIGINAL_SIZE_FIELDS = (
+    schemas.field("original_width", pa.int32(), "width at the source before any resize, px (img2dataset's "
+                  "original_width when the source recorded it, else `width`): for size conditioning"),
+    schemas.field("original_height", pa.int32(), "height at the source before any resize, px (img2dataset's "
+                  "original_height when the source recorded it, else `height`)"),
+)
+
+
+def _with_original_size(table: pa.Table) -> pa.Table:
+    """original_width / original_height: what the source says the image measured before it was
+    resized for storage (img2dataset keeps them), else the stored image's own size."""
+    n = table.num_rows
+    recorded = {"original_width": [None] * n, "original_height": [None] * n}
+    if "extra_json" in table.column_names:
+        for i, text in enumerate(table["extra_json"].to_pylist()):
+            if not text or "original_" not in text:
+                continue
+            try:
+                extra = json.loads(text)
+            except ValueError:
+                continue
+            for key in recorded:
+                value = extra.get(key) if isinstance(extra, dict) else None
+                if isinstance(value, (int, float)) and value > 0:
+                    recorded[key][i] = int(value)
+    for f, own in zip(ORIGINAL_SIZE_FIELDS, ("width", "height")):
+        col = pa.array(recorded[f.name], pa.int32())
+        if own in table.column_names:
+            col = pc.coalesce(col, table[own].cast(pa.int32()))
+        table = table.append_column(f, col)
+    return table
+
+
 def _producer(lake: Lake, table: str) -> dict:
     rec = lake.commit_record(table)
     return {"table_version": rec.version, "rows": rec.rows, **rec.producer}
@@ -167,7 +200,7 @@ def build_manifest(ev: Evaluation, stage: StageConfig) -> pa.Table:
     kept = kept.append_column("bucket_height", pa.array(np.asarray(bh, dtype=np.int32)))
     kept = kept.append_column("bucket_width", pa.array(np.asarray(bw, dtype=np.int32)))
     kept = kept.append_column("seq_len", pa.array(np.asarray(seq_len(bh, bw, stage.buckets), dtype=np.int32)))
-    internal = {"keep", "reason", "dup_group", "uris", "dedup_keep", "dedup_group_size", "removal_reason"}
+    internal = {"keep", "reason", "dup_group", "uris", "dedup_keep", "dedup_group_size", "removal_reason", "extra_json"}
     profile_fields = [f for f in ev.table.schema if f.name not in internal]
     return schemas.conform(kept, schemas.manifest_schema(profile_fields))
 
