@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from curation.demo import write_jpegs  # noqa: E402
+from benchmarks.jpegs import cached_jpegs  # noqa: E402
 from curation.runtime import RuntimeConfig, init_ray  # noqa: E402
 from curation.steps.ingest.pool import IngestConfig, ingest  # noqa: E402
 from curation.storage.lake import Lake  # noqa: E402
@@ -36,16 +36,9 @@ SHARD = 1000
 
 
 def corpus(work: Path, n: int) -> list[Path]:
-    out = work / f"jpegs-{n}"
-    files = sorted(out.glob("*.jpg")) if out.exists() else []
-    if len(files) != n:
-        shutil.rmtree(out, ignore_errors=True)
-        t0 = time.perf_counter()
-        files = sorted(write_jpegs(out, n, megapixels=(0.15, 0.3), seed=0, quality=85))
-        for i, f in enumerate(files):
-            f.with_suffix(".txt").write_text(f"a photo, number {i}")
-        print(f"generated {n} JPEGs in {time.perf_counter() - t0:.0f}s "
-              f"({sum(f.stat().st_size for f in files) / n / 1024:.0f} KB each)")
+    files = cached_jpegs(work, n, megapixels=(0.15, 0.3), quality=85)
+    for i, f in enumerate(files):
+        f.with_suffix(".txt").write_text(f"a photo, number {i}")
     return files
 
 

@@ -28,22 +28,14 @@ import imagehash  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.jpegs import cached_jpegs  # noqa: E402
 from curation.steps.profiling.profile import ProfileRunner  # noqa: E402
 from operators.decode import DecodePlan, open_item  # noqa: E402
 from operators.registry import DEFAULT_PROFILE_OPERATORS, get_operator  # noqa: E402
 
 
 def corpus(workdir: Path, n: int) -> list[Path]:
-    from curation.demo import write_jpegs
-
-    out = workdir / f"jpegs-{n}"
-    files = sorted(out.glob("*.jpg")) if out.exists() else []
-    if len(files) != n:
-        shutil.rmtree(out, ignore_errors=True)
-        t0 = time.perf_counter()
-        files = sorted(write_jpegs(out, n, megapixels=(1.0, 2.0), seed=0))
-        print(f"generated {n} JPEGs of 1-2 MP in {time.perf_counter() - t0:.1f}s")
-    return files
+    return cached_jpegs(workdir, n, megapixels=(1.0, 2.0))
 
 
 def table_of(files: list[Path]) -> pa.Table:
