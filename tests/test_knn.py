@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graph.knn import (KnnResult, validate_vectors, available_backends, choose_backend, cuvs_knn_graph,
+from graph.knn import (KnnResult, available_backends, choose_backend, cuvs_knn_graph,
                        gpu_knn_missing, knn_graph, make_index, recall_at_k, rerank_exact,
                        validate_vectors)
 

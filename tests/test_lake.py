@@ -129,6 +129,16 @@ def test_nested_table_names_and_status(tmp_path):
     assert (tmp_path / "views/sft/_delta_log" / f"{0:020d}.json").exists()
 
 
+def test_filtered_reads_after_a_merge(tmp_path):
+    import pyarrow.dataset as pads
+
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["a", "b"]))
+    lake.transact("t", lambda snap: _t(["c", "a"], [3, 9]), key="id", update_columns=["x"])
+    got = lake.read("t", columns=["x"], filter=pads.field("id").isin(pa.array(["a", "c"])))
+    assert sorted(got["x"].to_pylist()) == [3, 9]
+
+
 def test_merge_upserts_by_key(tmp_path):
     lake = Lake(str(tmp_path))
     lake.write("t", _t(["a", "b"]))

@@ -65,7 +65,7 @@ class StepSpec:
     takes source/name/uri_column (overriding the `ingest:` section), export takes stage/out."""
 
     step: str
-    source: str | None = None
+    source: str | list[str] | None = None
     name: str | None = None
     uri_column: str | None = None
     stage: str | None = None

@@ -159,7 +159,7 @@ def _check_encoder(enc: Any, what: str) -> None:
         raise ConfigError(f"{what}: {exc}", what) from None
 
 
-def _ingest_source(spec: "JobSpec", step: "StepSpec") -> str:
+def _ingest_source(spec: "JobSpec", step: "StepSpec") -> "str | list[str]":
     return step.source or spec.ingest.source
 
 
@@ -169,15 +169,29 @@ def _validate_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
 
 
 def _preflight_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
-    source = _ingest_source(spec, step)
-    _check_exists(source, f"{where}.source" if step.source else "ingest.source", "source")
+    """Every source (each pattern expanded: brace ranges, globs) exists, and table sources have
+    their uri column; a pattern matching nothing or a bad brace range names the pattern."""
+    from curation.steps.ingest import patterns
     from curation.steps.ingest.columns import check_uri_column
 
+    given = patterns.as_list(_ingest_source(spec, step))
+    what = f"{where}.source" if step.source else "ingest.source"
     key = f"{where}.uri_column" if step.uri_column else "ingest.uri_column"
-    try:
-        check_uri_column(source, step.uri_column or spec.ingest.uri_column)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{key}: {exc}", key) from None
+    for i, pattern in enumerate(given):
+        at = f"{what}[{i}]" if len(given) > 1 else what
+        try:
+            expanded = patterns.expand(pattern)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{at}: {exc}", at) from None
+        for source in expanded:
+            try:
+                _check_exists(source, at, "source")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (from {pattern})" if source != pattern else str(exc), at) from None
+            try:
+                check_uri_column(source, step.uri_column or spec.ingest.uri_column)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{key}: {exc}", key) from None
 
 
 def _validate_profile(spec: "JobSpec", step: "StepSpec", where: str) -> None:

@@ -274,8 +274,17 @@ class Lake:
     def read(self, table: str, columns: list[str] | None = None, version: int | None = None,
              filter: pads.Expression | None = None) -> pa.Table:
         """A committed snapshot (latest by default) in memory."""
+        dataset = self.dataset(table, version)
         try:
-            return delta.from_delta(self.dataset(table, version).to_table(columns=columns, filter=filter))
+            try:
+                return delta.from_delta(dataset.to_table(columns=columns, filter=filter))
+            except pa.ArrowNotImplementedError:
+                if filter is None:
+                    raise
+                # Statistics of files written by another writer (delta-rs MERGE: string_view)
+                # do not compare with the filter's types: filter after reading instead.
+                rows = dataset.to_table().filter(filter)
+                return delta.from_delta(rows.select(columns) if columns is not None else rows)
         except (FileNotFoundError, OSError) as exc:
             raise LakeError(f"table {table!r} in {self.uri} lists a data file that cannot be read "
                             f"(deleted by hand?): {delta.first_line(exc)}") from None

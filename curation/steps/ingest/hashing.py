@@ -42,10 +42,11 @@ def hash_batch(batch: pa.Table, source: str) -> pa.Table:
     """Ray map_batches body: candidates (see sources.CANDIDATE_SCHEMA) -> ingested rows."""
     rows: list[dict[str, Any]] = []
     for cand in batch.to_pylist():
+        name = cand.get("source_name") or source  # several sources in one ingest: the row's own
         if cand["kind"] == "tar" and not cand.get("error"):
-            rows.extend(_expand_tar(cand["uri"], source, cand.get("meta_table")))
+            rows.extend(_expand_tar(cand["uri"], name, cand.get("meta_table")))
         else:
-            rows.append(_file_row(cand, source))
+            rows.append(_file_row(cand, name))
     return pa.Table.from_pylist(rows, schema=INGESTED_SCHEMA)
 
 
@@ -84,7 +85,7 @@ def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
             issue = issue or why
         except (OSError, ValueError) as exc:
             errors.append(f"ingest: bad JSON sidecar: {exc}")
-    row = _caption_columns(fields, tags, extra, issue, errors)
+    row = caption_columns(fields, tags, extra, issue, errors)
     row.update(uri=uri, byte_offset=None, byte_size=None, source=source)
     if cand.get("error"):
         # Refused at discovery (a link leaving the source, a loop, a bad table line): not read.
@@ -107,7 +108,7 @@ def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
     return row
 
 
-def _caption_columns(fields: dict[str, str], tags: list[str], extra: dict[str, Any], issue: str | None,
+def caption_columns(fields: dict[str, str], tags: list[str], extra: dict[str, Any], issue: str | None,
                      errors: list[str]) -> dict[str, Any]:
     caption = capt.primary(fields)
     if caption is None:
@@ -143,7 +144,7 @@ def img2dataset_records(table_uri: str) -> tuple[dict[str, dict[str, Any]], str 
 
 def _expand_tar(shard_uri: str, source: str, meta_table: str | None = None) -> list[dict[str, Any]]:
     """One row per image member of a WebDataset shard; `.txt`/`.json` members with the same
-    key become its captions. Reads the shard once, sequentially. With `meta_table` (img2dataset's
+    key become its captions. Streams the shard once, member by member (never whole). With `meta_table` (img2dataset's
     per-shard parquet) the table's row of the sample's key adds its columns (url, status, width,
     sha256, ...) to the caption fields and extra.
 
@@ -152,18 +153,30 @@ def _expand_tar(shard_uri: str, source: str, meta_table: str | None = None) -> l
     k-th of that name), with the sidecars that follow it. Images of one key with different
     extensions (`a.jpg`, `a.png`) are rows of their own too, sharing the key's sidecars.
     """
-    try:
-        data = io.read_bytes(shard_uri)
-    except OSError as exc:
-        return [_shard_error(shard_uri, source, f"ingest: cannot read shard: {exc}")]
     members: list[tarfile.TarInfo] = []
+    content: dict[int, Any] = {}  # member offset -> sha256 digest (images) or bytes (captions)
     rows: list[dict[str, Any]] = []
     try:
-        with tarfile.open(fileobj=pyio.BytesIO(data), mode="r:") as tar:
+        stream = _open_stream(shard_uri)
+    except OSError as exc:
+        return [_shard_error(shard_uri, source, f"ingest: cannot read shard: {exc}")]
+    try:
+        # Streamed member by member ("r|"): only one member's bytes (a caption) or one chunk of
+        # an image (hashed as it goes) is in memory, whatever the shard's size.
+        with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for m in tar:
-                if m.isfile() and not posixpath.basename(m.name).startswith("."):
-                    members.append(m)
-    except tarfile.TarError as exc:
+                if not m.isfile() or posixpath.basename(m.name).startswith("."):
+                    continue
+                ext = _member_key(m.name)[1]
+                if ext in IMAGE_EXTENSIONS:
+                    content[m.offset] = _hash_member(tar, m)
+                elif ext in (".txt", ".json"):
+                    f = tar.extractfile(m)
+                    content[m.offset] = f.read() if f is not None else b""
+                    if len(content[m.offset]) != m.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                members.append(m)
+    except (tarfile.TarError, OSError, EOFError) as exc:
         # The members before the damage are kept; the rest of the shard is one error row.
         where = f" after {len(members)} members" if members else ""
         rows.append(_shard_error(shard_uri, source, f"ingest: corrupt tar shard{where}: {exc}"))
@@ -195,11 +208,11 @@ def _expand_tar(shard_uri: str, source: str, meta_table: str | None = None) -> l
         issue = None
         if ".txt" in members_by_ext:
             t = members_by_ext[".txt"][0]
-            fields["caption"], issue = capt.normalize(data[t.offset_data:t.offset_data + t.size])
+            fields["caption"], issue = capt.normalize(content[t.offset])
         if ".json" in members_by_ext:
             j = members_by_ext[".json"][0]
             try:
-                f2, t2, e2, why = capt.split_fields(capt.parse_json_sidecar(data[j.offset_data:j.offset_data + j.size]))
+                f2, t2, e2, why = capt.split_fields(capt.parse_json_sidecar(content[j.offset]))
                 for k, v in f2.items():
                     fields.setdefault(k, v)
                 tags, issue = t2, issue or why
@@ -218,13 +231,36 @@ def _expand_tar(shard_uri: str, source: str, meta_table: str | None = None) -> l
                 extra["img2dataset_table_error"] = meta_error
         for m in images:
             errors: list[str] = []
-            blob = data[m.offset_data:m.offset_data + m.size]
-            row = _caption_columns(dict(fields), list(tags), dict(extra), issue, errors)
-            row.update(id=hashlib.sha256(blob).hexdigest(), uri=io.member_uri(shard_uri, m.name, occurrence[m.offset]),
+            row = caption_columns(dict(fields), list(tags), dict(extra), issue, errors)
+            row.update(id=content[m.offset], uri=io.member_uri(shard_uri, m.name, occurrence[m.offset]),
                        byte_offset=m.offset_data, byte_size=m.size, source=source, bytes_len=m.size,
                        error="; ".join(errors) or None)
             rows.append(row)
     return rows
+
+
+HASH_CHUNK = 1 << 20
+
+
+def _open_stream(uri: str):
+    """A sequential reader of a shard: local files through Python (names that are not UTF-8),
+    others through the filesystem's input stream."""
+    import pyarrow.fs as pafs
+
+    fs, path = io.resolve(uri)
+    return open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_stream(path)
+
+
+def _hash_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> str:
+    """sha256 of a member's bytes, read in chunks; a short member is an error (truncated)."""
+    f = tar.extractfile(m)
+    h, n = hashlib.sha256(), 0
+    while f is not None and (chunk := f.read(HASH_CHUNK)):
+        h.update(chunk)
+        n += len(chunk)
+    if n != m.size:
+        raise tarfile.ReadError("unexpected end of data")
+    return h.hexdigest()
 
 
 def _shard_error(shard_uri: str, source: str, message: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,9 @@ import pyarrow.dataset as pads
 
 from curation.storage import schemas
 from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch
+from curation.steps.ingest import patterns
+from curation.steps.ingest.download import DownloadConfig  # URL tables (issue 10, item 2)
+from curation.steps.ingest.urls import download_candidates  # URL tables (issue 10, item 2)
 from curation.steps.ingest.sources import discover, source_notes
 from curation.storage.lake import Lake
 from curation.steps.summary import StepSummary, error_kinds
@@ -35,20 +39,28 @@ class IngestConfig:
     source: directory, table file (.parquet/.csv/.jsonl) or WebDataset .tar shard(s); an
         img2dataset output folder ("webdataset" or "files" mode) is a directory source whose
         per-shard parquet columns are kept and whose failed downloads are counted in the notes.
-    name: source name recorded in `pool.sources`; default: the source path's last component.
+        One string or a list; each may be a pattern (`shards/{00000..00099}.tar`,
+        `shards/*.tar`, `imgs/**/*.jpg`, local or on any filesystem URI), expanded by
+        `curation.steps.ingest.patterns.expand`; a pattern matching nothing is an error.
+    name: source name recorded in `pool.sources`, for all sources; default: per SOURCE as
+        given, its last component (for a pattern, its fixed leading directory's).
     uri_column: for table sources, the column holding image uris (default: auto-detect).
     batch_size: candidates per hashing task.
     follow_symlinks: in a directory source, also follow symbolic links that resolve outside
         the source directory. Off by default: such links (and dangling or looping links) become
         pool rows with an `error` naming the link, and sidecars behind them are not read. Links
         that stay inside the source are always followed.
+    download: how http(s) uris of a table source (a LAION / DataComp-style URL table) are
+        fetched: concurrency, timeout, retries, size limit (see `download.DownloadConfig`);
+        the bytes are stored in the lake as tar shards (`<lake>/_shards/<source>/`).
     """
 
-    source: str = ""
+    source: str | list[str] = ""
     name: str | None = None
     uri_column: str | None = None
     batch_size: int = field(default=256, metadata={"min": 1})
     follow_symlinks: bool = False
+    download: DownloadConfig = field(default_factory=DownloadConfig)  # URL tables (issue 10, item 2)
 
 
 def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
@@ -56,11 +68,19 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
 
     from curation.runtime import cluster_cpus, split_blocks
 
-    if not cfg.source:
+    given = patterns.as_list(cfg.source)
+    if not given:
         raise ValueError("ingest needs a source (a directory, a table file or .tar shards)")
     t0 = time.perf_counter()
-    name = cfg.name or cfg.source.rstrip("/").rsplit("/", 1)[-1]
-    kind, candidates = discover(cfg.source, cfg.uri_column, follow_symlinks=cfg.follow_symlinks)
+    found = _discover_all(given, cfg)
+    names = list(dict.fromkeys(n for n, _, _ in found))
+    kinds = list(dict.fromkeys(k for _, k, _ in found))
+    name, kind = ",".join(names), (kinds[0] if len(kinds) == 1 else "mixed")
+    candidates = pa.concat_tables(
+        [c.replace_schema_metadata(None).append_column("source_name", pa.array([n] * c.num_rows, pa.string()))
+         for n, _, c in found])
+    # --- URL tables (issue 10, item 2): http(s) uris are downloaded on Ray into lake shards ---
+    candidates, url_rows, url_notes = download_candidates(lake, candidates, name, cfg.batch_size, cfg.download)
     rows = INGESTED_SCHEMA.empty_table()
     if candidates.num_rows:
         blocks = split_blocks(candidates, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())
@@ -69,6 +89,7 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
         parts = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
         if parts:
             rows = pa.concat_tables(parts).cast(INGESTED_SCHEMA)
+    rows = pa.concat_tables([rows, url_rows]) if url_rows.num_rows else rows  # URL tables
     batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     merged = collapse(rows, batch_id)
     added, updated = _commit(lake, merged, name, kind)
@@ -76,8 +97,50 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
                           errors=error_kinds(rows["error"]),
                           notes={"source_kind": kind, "source": name, "unique_ids": merged.num_rows,
                                  "new_ids": added, "existing_ids_updated": updated,
-                                 **source_notes(candidates)})
+                                 **_merge_notes([source_notes(c) for _, _, c in found])})
+    if len(found) > 1:
+        summary.notes["source_kinds"] = dict(Counter(k for _, k, _ in found))
+        summary.notes["sources_ingested"] = len(found)
+    summary.notes.update(url_notes)  # URL tables (issue 10, item 2)
     return summary
+
+
+def _discover_all(given: list[str], cfg: IngestConfig) -> list[tuple[str, str, pa.Table]]:
+    """(name, kind, candidates) per expanded source, in the order given; image files a glob
+    matched (`imgs/**/*.jpg`) are discovered together as one directory-like source."""
+    out = []
+    for source in given:
+        name = cfg.name or patterns.default_name(source)
+        expanded = patterns.expand(source)
+        images = [u for u in expanded if patterns.is_pattern(source) and patterns.is_image(u)]
+        stems = {u.rsplit(".", 1)[0] for u in images}
+        for s in expanded:  # sidecars a glob matched beside its images are read with them
+            if s not in images and not (s.lower().endswith((".txt", ".json")) and s.rsplit(".", 1)[0] in stems):
+                kind, c = discover(s, cfg.uri_column, follow_symlinks=cfg.follow_symlinks)
+                out.append((name, kind, c))
+        if images:
+            kind, c = patterns.discover_images(source, images)
+            out.append((name, kind, c))
+    return out
+
+
+def _merge_notes(notes: list[dict]) -> dict:
+    """Discovery notes of several sources: counts added, lists joined, the rest first-seen."""
+    out: dict = {}
+    for n in notes:
+        for k, v in n.items():
+            if k not in out:
+                out[k] = dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
+            elif isinstance(v, dict) and isinstance(out[k], dict):
+                for kk, vv in v.items():
+                    out[k][kk] = out[k].get(kk, 0) + vv if isinstance(vv, (int, float)) else vv
+            elif isinstance(v, list) and isinstance(out[k], list):
+                out[k].extend(v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(out[k], (int, float)):
+                out[k] += v
+            elif v != out[k]:
+                out[k] = f"{out[k]},{v}" if isinstance(v, str) and isinstance(out[k], str) else out[k]
+    return out
 
 
 def collapse(rows: pa.Table, batch_id: str) -> pa.Table:
@@ -111,8 +174,14 @@ def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, in
         if snapshot is None:
             return merged
         ids = merged["id"]
-        known = snapshot.to_table(columns=["id", "uris", "sources"],
-                                                      filter=pads.field("id").isin(ids.combine_chunks()))
+        try:
+            known = snapshot.to_table(columns=["id", "uris", "sources"],
+                                      filter=pads.field("id").isin(ids.combine_chunks()))
+        except pa.ArrowNotImplementedError:
+            # Files of a delta-rs MERGE hold string_view ids, whose statistics pyarrow cannot
+            # compare with the filter's strings: read the columns, then filter in memory.
+            known = snapshot.to_table(columns=["id", "uris", "sources"])
+            known = known.filter(pc.is_in(known["id"], value_set=ids.combine_chunks()))
         new_rows = merged.filter(pc.invert(pc.is_in(ids, value_set=known["id"])))
         changed = _gained(known, merged)
         counts["added"], counts["updated"] = new_rows.num_rows, changed.num_rows
