@@ -274,8 +274,9 @@ class Lake:
     def read(self, table: str, columns: list[str] | None = None, version: int | None = None,
              filter: pads.Expression | None = None) -> pa.Table:
         """A committed snapshot (latest by default) in memory."""
-        dataset = self.dataset(table, version)
+        dtable = self.delta(table, version)
         try:
+            dataset = self._arrow_dataset(dtable)
             try:
                 return delta.from_delta(dataset.to_table(columns=columns, filter=filter))
             except pa.ArrowNotImplementedError:
