@@ -51,7 +51,7 @@ from curation.storage import delta, maintenance
 from curation.storage.errors import LakeConflict, LakeError
 from curation.storage.faults import fault_point
 
-__all__ = ["Commit", "Lake", "LakeConflict", "LakeError", "StagedFile"]
+__all__ = ["Commit", "Lake", "LakeConflict", "LakeError", "Snapshot", "StagedFile"]
 
 LOG_DIR = "_delta_log"
 LEGACY_COMMITS = "_commits"  # the pre-Delta layout (see curation.storage.migrate)
@@ -84,6 +84,18 @@ class StagedFile:
     size: int
     rows: int
     mtime_ms: int
+
+
+@dataclass
+class Snapshot:
+    """One committed version of a table, readable like `Lake.read` (what `transact` computes from)."""
+
+    lake: "Lake"
+    table: str
+    version: int
+
+    def to_table(self, columns: list[str] | None = None, filter: pads.Expression | None = None) -> pa.Table:
+        return self.lake.read(self.table, columns=columns, version=self.version, filter=filter)
 
 
 class Lake:
@@ -441,16 +453,16 @@ class Lake:
                  stats: dict[str, Any] | None = None) -> Commit | None:
         """A keyed upsert (Delta MERGE) recomputed against the latest snapshot until it commits.
 
-        make(snapshot) -> the source rows (unique `key`), computed from `snapshot` (the
-        latest version as a pyarrow Dataset, or None when the table does not exist yet), or
-        None for "nothing to do".
+        make(snapshot) -> the source rows (unique `key`), computed from `snapshot` (the latest
+        version as a `Snapshot`: `snapshot.to_table(columns, filter)` reads it like `read`; None
+        when the table does not exist yet), or None for "nothing to do".
         Matched rows get `update_columns` from the source; unmatched rows are inserted whole.
         """
         from deltalake.exceptions import CommitFailedError
 
         for attempt in range(self.max_attempts):
             snapshot = self.delta(table) if self.exists(table) else None
-            rows = make(self._arrow_dataset(snapshot) if snapshot is not None else None)
+            rows = make(Snapshot(self, table, snapshot.version()) if snapshot is not None else None)
             if rows is None or rows.num_rows == 0:
                 return None
             meta = {"producer": producer or {}, "stats": stats or {}, "mode": "merge"}

@@ -39,7 +39,7 @@ def vacuum(lake: "Lake", retention_hours: float = 168, *, dry_run: bool = False,
     out = {}
     for table in tables or lake.tables():
         dtable = lake.delta(table)
-        keep = sorted(v for v in pins.get(table, set()) if v in set(lake.versions(table)))
+        keep = sorted(pins.get(table, set()) & set(lake.versions(table)))
         out[table] = list(dtable.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                         enforce_retention_duration=False, full=True,
                                         keep_versions=keep or None))

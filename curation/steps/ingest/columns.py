@@ -39,17 +39,22 @@ def table_columns(source: str) -> list[str] | None:
     return []
 
 
+def choose_uri_column(names: list[str], uri_column: str | None) -> str | None:
+    """The given column if the table has it, else the first usual uri column name; None if neither."""
+    if uri_column:
+        return uri_column if uri_column in names else None
+    return next((c for c in URI_COLUMNS if c in names), None)
+
+
 def check_uri_column(source: str, uri_column: str | None) -> str | None:
     """The uri column a table source will use; ValueError naming the columns when the given
     one is absent or none of the usual names is there."""
     names = table_columns(source)
     if names is None:
         return None
-    if uri_column:
-        if uri_column not in names:
-            raise ValueError(f"uri column {uri_column!r} is not in {source} (columns: {names})")
-        return uri_column
-    found = next((c for c in URI_COLUMNS if c in names), None)
+    found = choose_uri_column(names, uri_column)
+    if uri_column and found is None:
+        raise ValueError(f"uri column {uri_column!r} is not in {source} (columns: {names})")
     if found is None:
         raise ValueError(f"{source} has no uri column (looked for {list(URI_COLUMNS)}; columns: {names}); "
                          "name it with --uri-column / ingest.uri_column")

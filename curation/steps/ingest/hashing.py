@@ -50,14 +50,18 @@ def hash_batch(batch: pa.Table, source: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=INGESTED_SCHEMA)
 
 
+def parse_record(cand: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the table row's columns a candidate carries, errors): `record_json` is written by
+    discovery, guarded all the same."""
+    try:
+        return (json.loads(cand["record_json"]) if cand["record_json"] else {}), []
+    except (ValueError, RecursionError) as exc:
+        return {}, [f"ingest: bad table row: {exc}"]
+
+
 def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
     uri = cand["uri"]
-    errors: list[str] = []
-    try:
-        record: dict[str, Any] = json.loads(cand["record_json"]) if cand["record_json"] else {}
-    except (ValueError, RecursionError) as exc:  # written by discovery; guarded all the same
-        record = {}
-        errors.append(f"ingest: bad table row: {exc}")
+    record, errors = parse_record(cand)
     if cand.get("meta_table") and uri:
         # img2dataset "files" mode: the shard's parquet row for this key (its url, status, sizes...)
         meta, meta_error = img2dataset_records(cand["meta_table"])

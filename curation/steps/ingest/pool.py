@@ -174,14 +174,8 @@ def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, in
         if snapshot is None:
             return merged
         ids = merged["id"]
-        try:
-            known = snapshot.to_table(columns=["id", "uris", "sources"],
-                                      filter=pads.field("id").isin(ids.combine_chunks()))
-        except pa.ArrowNotImplementedError:
-            # Files of a delta-rs MERGE hold string_view ids, whose statistics pyarrow cannot
-            # compare with the filter's strings: read the columns, then filter in memory.
-            known = snapshot.to_table(columns=["id", "uris", "sources"])
-            known = known.filter(pc.is_in(known["id"], value_set=ids.combine_chunks()))
+        known = snapshot.to_table(columns=["id", "uris", "sources"],
+                                  filter=pads.field("id").isin(ids.combine_chunks()))
         new_rows = merged.filter(pc.invert(pc.is_in(ids, value_set=known["id"])))
         changed = _gained(known, merged)
         counts["added"], counts["updated"] = new_rows.num_rows, changed.num_rows

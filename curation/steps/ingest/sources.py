@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from curation.storage import io
 from curation.steps.ingest import captions as capt
-from curation.steps.ingest.columns import TABLE_EXTENSIONS, URI_COLUMNS
+from curation.steps.ingest.columns import TABLE_EXTENSIONS, URI_COLUMNS, choose_uri_column
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif",
@@ -516,8 +516,8 @@ def _table_candidates(source: str, fs: pafs.FileSystem, path: str, uri_column: s
         # Not one readable line: the wrong format (a JSON array, a binary file), not a bad line.
         line, _, problem = records[0]
         raise SourceError(f"cannot read source table {source}: no readable row (line {line}: {problem})")
-    col = uri_column or next((c for c in URI_COLUMNS if c in names), None)
-    if col is None or col not in names:
+    col = choose_uri_column(names, uri_column)
+    if col is None:
         raise SourceError(f"{source}: no uri column (looked for {uri_column or URI_COLUMNS}; have {names})")
     base = _uri_like(source, posixpath.dirname(path))
     label = posixpath.basename(path)

@@ -43,7 +43,7 @@ from curation.storage import io, schemas
 from curation.storage.shards import shard_dir, shard_root, sniff_extension, write_shard
 from curation.steps.ingest import captions as capt
 from curation.steps.ingest.download import DownloadConfig, download_batch, is_url
-from curation.steps.ingest.hashing import INGESTED_SCHEMA, caption_columns, unreadable_id
+from curation.steps.ingest.hashing import INGESTED_SCHEMA, caption_columns, parse_record, unreadable_id
 
 __all__ = ["download_candidates", "download_rows", "known_urls", "split_url_candidates"]
 
@@ -180,12 +180,7 @@ def download_rows(batch: pa.Table, source: str, root: str, config: dict[str, Any
 
 def _row(cand: dict[str, Any], res, name: str | None, member, shard_error: str | None, source: str) -> dict[str, Any]:
     url = cand["uri"]
-    errors: list[str] = []
-    try:
-        record: dict[str, Any] = json.loads(cand["record_json"]) if cand["record_json"] else {}
-    except (ValueError, RecursionError) as exc:
-        record = {}
-        errors.append(f"ingest: bad table row: {exc}")
+    record, errors = parse_record(cand)
     fields, tags, extra, issue = capt.split_fields(record)
     extra["url"] = url
     if res.final_url and res.final_url != url:
