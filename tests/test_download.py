@@ -22,6 +22,7 @@ class _State:
         self.images = images
         self.lock = threading.Lock()
         self.hits: dict[str, int] = {}
+        self.appeared = False  # /appears: 404 until a test sets this
 
     def hit(self, path: str) -> int:
         with self.lock:
@@ -82,6 +83,11 @@ def _handler(state: _State):
                 self.wfile.write(b"y" * 50_000)
             elif path == "/truncated":
                 self._send(200, b"z" * 100, length=1000)
+            elif path == "/appears":
+                if state.appeared:
+                    self._send(200, state.images[2], {"Content-Type": "image/jpeg"})
+                else:
+                    self._send(404, b"not yet")
             elif path == "/text":
                 self._send(200, b"hello", {"Content-Type": "text/plain"})
             else:
@@ -298,3 +304,29 @@ def test_url_table_ingest_profile_and_rerun(ray_session, server, images, tmp_pat
         s3 = ingest(lake, cfg2)
         assert s3.rows_out == 0 and s3.notes["urls_same_image_as_pool"] == 1
     assert lake.read("pool").num_rows == len(pool)
+
+
+def test_url_that_failed_then_succeeds_replaces_its_error_row(ray_session, server, images, tmp_path):
+    """A rerun ends where an uninterrupted run would: the error row of a URL that failed is
+    deleted when a later ingest downloads it."""
+    from curation.steps.ingest.pool import IngestConfig, ingest
+    from curation.storage.lake import Lake
+
+    base, state = server
+    table = tmp_path / "urls.csv"
+    table.write_text(f"url,caption\n{base}/appears?t,a bird at last\n{base}/img/0.jpg,a fox\n")
+    lake = Lake(str(tmp_path / "lake"))
+    cfg = IngestConfig(source=str(table), name="web", download=FAST)
+    first = ingest(lake, cfg)
+    assert first.rows_out == 2 and sum(first.errors.values()) == 1
+    state.appeared = True
+    try:
+        second = ingest(lake, cfg)
+    finally:
+        state.appeared = False
+    assert second.rows_out == 1 and second.notes["error_rows_superseded"] == 1
+    pool = lake.read("pool").to_pylist()
+    assert len(pool) == 2 and not any(r["error"] for r in pool)
+    bird = next(r for r in pool if r["caption"] == "a bird at last")
+    assert bird["id"] == hashlib.sha256(images[2]).hexdigest()
+    assert ingest(lake, cfg).rows_out == 0 and lake.read("pool").num_rows == 2

@@ -10,7 +10,7 @@ import pytest
 
 from curation.demo.sources import write_img2dataset
 from curation.steps.ingest.pool import IngestConfig, ingest
-from curation.steps.ingest.sources import SourceError, discover, source_notes
+from curation.steps.ingest.sources import discover, source_notes
 from curation.storage.io import read_bytes
 from curation.storage.lake import Lake
 
@@ -29,6 +29,10 @@ def _check_pool(lake, info, folder, mode):
         if mode == "webdataset":
             assert row["uri"] == f"{folder}/{shard}.tar#{key}.jpg"
             assert read_bytes(row["uri"], row["byte_offset"], row["byte_size"]) == expected["image"]
+        elif mode == "parquet":  # the bytes were copied into the lake's shards
+            assert row["uri"].startswith(f"{lake.root}/_shards/laion/") and row["uri"].endswith(f"#{row['id']}.jpg")
+            assert read_bytes(row["uri"], row["byte_offset"], row["byte_size"]) == expected["image"]
+            assert json.loads(row["extra_json"])["source_table"] == f"{folder}/{shard}.parquet"
         else:
             assert row["uri"] == f"{folder}/{shard}/{key}.jpg"
         assert row["caption"] == expected["caption"] and row["caption_issue"] is None
@@ -53,13 +57,13 @@ def _check_notes(notes, info):
     assert "cannot identify image file" in kinds  # object addresses do not make kinds of their own
 
 
-@pytest.mark.parametrize("mode", ["webdataset", "files"])
+@pytest.mark.parametrize("mode", ["webdataset", "files", "parquet"])
 def test_img2dataset_folder_ingests_successes_and_counts_failures(ray_session, tmp_path, mode):
     folder = tmp_path / "laion"
     info = write_img2dataset(folder, 21, fail_every=4, mode=mode, shard_size=8)
     lake = Lake(str(tmp_path / "lake"))
     s = ingest(lake, IngestConfig(source=str(folder), name="laion", batch_size=4))
-    assert s.notes["source_kind"] == ("webdataset" if mode == "webdataset" else "directory")
+    assert s.notes["source_kind"] == {"webdataset": "webdataset", "files": "directory", "parquet": "embedded"}[mode]
     assert s.notes["img2dataset"] == mode and s.notes["img2dataset_shards"] == 3
     assert s.rows_in == s.rows_out == len(info["success"]) == 16 and not s.errors
     _check_notes(s.notes, info)
@@ -116,11 +120,14 @@ def test_unreadable_img2dataset_table_keeps_its_shard(ray_session, tmp_path):
     assert captions == {r["caption"] for r in info["success"].values()}
 
 
-def test_parquet_output_mode_is_refused(tmp_path):
+def test_parquet_output_mode_tables_are_embedded_image_tables(tmp_path):
     folder = tmp_path / "pq"
-    write_img2dataset(folder, 6, mode="parquet")
-    with pytest.raises(SourceError, match="'parquet' output mode"):
-        discover(str(folder))
+    write_img2dataset(folder, 12, fail_every=4, mode="parquet", shard_size=6)
+    kind, candidates = discover(str(folder))
+    assert kind == "embedded" and candidates["kind"].to_pylist() == ["embedded", "embedded"]
+    notes = source_notes(candidates)
+    assert notes["img2dataset"] == "parquet" and notes["img2dataset_failed"] == 3
+    assert notes["embedded_tables"] == 2 and notes["embedded_image_column"] == "jpg"
 
 
 def test_single_img2dataset_shard_joins_its_parquet(tmp_path):

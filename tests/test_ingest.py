@@ -100,6 +100,13 @@ def test_table_source_keeps_extra_columns_missing_and_duplicates(ray_session, tm
     assert {json.loads(r["extra_json"])["license"] for r in ok} == {"cc0", "cc-by"}
     assert all(len(r["uris"]) == 1 for r in ok)
     assert s.errors == {"ingest: file not found": 1}
+    # The missing file appears: the rerun reads it, and its error row goes.
+    (imgs / "missing.jpg").write_bytes(_jpeg(7))
+    again = ingest(lake, IngestConfig(source=str(path)))
+    assert again.rows_out == 1 and again.notes["error_rows_superseded"] == 1
+    rows = lake.read("pool").to_pylist()
+    assert len(rows) == 3 and not any(r["error"] for r in rows)
+    assert next(r for r in rows if r["id"] == hashlib.sha256(_jpeg(7)).hexdigest())["caption"] == "gone"
 
 
 def test_webdataset_shards(ray_session, tmp_path):

@@ -1,7 +1,7 @@
 """`curate`: the command line.
 
     curate demo [--workdir DIR] [--images N]
-    curate ingest LAKE SOURCE [--source NAME] [--uri-column COL] [--follow-symlinks]
+    curate ingest LAKE SOURCE... [--source NAME] [--uri-column COL] [--image-column COL] [--follow-symlinks]
     curate profile LAKE [--spec SPEC] [--operators a,b,...] [--max-pixels N]
     curate score LAKE [--spec SPEC]
     curate dedup LAKE [--spec SPEC]
@@ -175,17 +175,20 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_ingest(sub) -> None:
     p = _step_parser(sub, "ingest", "ingest")
     p.add_argument("source", nargs="+", metavar="SOURCE",
-                   help="image directory, table (.parquet/.csv/.jsonl) or WebDataset .tar shard(s); several "
+                   help="image directory, table (.parquet/.arrow/.csv/.jsonl: of uris or URLs, or with the images "
+                        "inside), Hugging Face dataset folder or WebDataset .tar shard(s); several "
                         "may be given, and each may be a pattern: 'shards/{00000..00099}.tar', "
                         "'shards/*.tar', 'imgs/**/*.jpg', local or on a URI (s3://...)")
     p.add_argument("--source", dest="name", help="source name recorded per item (default: the source's basename)")
     p.add_argument("--uri-column", help="table sources: the column with image uris (default: auto-detect)")
+    p.add_argument("--image-column", help="Parquet / Arrow sources: the column with the image bytes, binary or a "
+                                          "Hugging Face Image struct (default: auto-detect)")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="directory sources: also follow links that resolve outside the source directory "
                         "(default: such links become rows with an error)")
     p.set_defaults(handler=lambda a: _run_step_command(
         a, options={"source": a.source[0] if len(a.source) == 1 else a.source, "name": a.name,
-                    "uri_column": a.uri_column},
+                    "uri_column": a.uri_column, "image_column": a.image_column},
         overrides={"ingest.follow_symlinks": True} if a.follow_symlinks else None))
 
 

@@ -62,12 +62,14 @@ def check_name(name: str, where: str, kind: str = "name") -> None:
 class StepSpec:
     """One step of a job: `step` is a registered step name (`curation.steps.registry`); the
     other fields are per-step options, each accepted by the steps that declare it: ingest
-    takes source/name/uri_column (overriding the `ingest:` section), export takes stage/out."""
+    takes source/name/uri_column/image_column (overriding the `ingest:` section), export takes
+    stage/out."""
 
     step: str
     source: str | list[str] | None = None
     name: str | None = None
     uri_column: str | None = None
+    image_column: str | None = None
     stage: str | None = None
     out: str | None = None
 

@@ -170,13 +170,16 @@ def _validate_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
 
 def _preflight_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
     """Every source (each pattern expanded: brace ranges, globs) exists, and table sources have
-    their uri column; a pattern matching nothing or a bad brace range names the pattern."""
+    their uri or image column; a pattern matching nothing or a bad brace range names the pattern."""
     from curation.steps.ingest import patterns
-    from curation.steps.ingest.columns import check_uri_column
+    from curation.steps.ingest.columns import check_table_columns
 
     given = patterns.as_list(_ingest_source(spec, step))
     what = f"{where}.source" if step.source else "ingest.source"
-    key = f"{where}.uri_column" if step.uri_column else "ingest.uri_column"
+    uri_column = step.uri_column or spec.ingest.uri_column
+    image_column = step.image_column or spec.ingest.image_column
+    key = (f"{where}.uri_column" if step.uri_column else "ingest.uri_column") if uri_column or not image_column \
+        else (f"{where}.image_column" if step.image_column else "ingest.image_column")
     for i, pattern in enumerate(given):
         at = f"{what}[{i}]" if len(given) > 1 else what
         try:
@@ -189,7 +192,7 @@ def _preflight_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"{exc} (from {pattern})" if source != pattern else str(exc), at) from None
             try:
-                check_uri_column(source, step.uri_column or spec.ingest.uri_column)
+                check_table_columns(source, uri_column, image_column)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{key}: {exc}", key) from None
 
@@ -311,7 +314,7 @@ def _bind_kg_weights(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
 register(Step(
     name="ingest", run="curation.steps.ingest.pool:ingest", section="ingest",
     help="add a source's images to the lake's pool",
-    reads=(), writes=("pool",), options=("source", "name", "uri_column"),
+    reads=(), writes=("pool",), options=("source", "name", "uri_column", "image_column"),
     validate=_validate_ingest, preflight=_preflight_ingest))
 register(Step(
     name="profile", run="curation.steps.profiling.profile:profile", section="profile",

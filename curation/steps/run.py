@@ -75,7 +75,7 @@ def run_step(lake: "str | Lake", step: str, spec: "JobSpec | None" = None, *,
     """Run the registered step `step` on `lake` (a path/URI or an opened Lake), with every
     check of a job. `spec`: stages and step options (default: the packaged `jobs/profile.yaml`).
 
-    options: the step's own options (`source=`, `name=`, `uri_column=` for ingest; `stage=`,
+    options: the step's own options (`source=`, `name=`, `uri_column=`, `image_column=` for ingest; `stage=`,
     `out=` for export) and, by field name, overrides of its config section
     (`run_step(lake, "profile", operators=["phash"])` sets `profile.operators`).
     overrides: dotted keys anywhere in the spec ({"runtime.num_cpus": 2}). Values are checked

@@ -450,13 +450,15 @@ class Lake:
 
     def transact(self, table: str, make: Callable[[Any], pa.Table | None], *, key: str,
                  update_columns: list[str], producer: dict[str, Any] | None = None,
-                 stats: dict[str, Any] | None = None) -> Commit | None:
+                 stats: dict[str, Any] | None = None, delete_column: str | None = None) -> Commit | None:
         """A keyed upsert (Delta MERGE) recomputed against the latest snapshot until it commits.
 
         make(snapshot) -> the source rows (unique `key`), computed from `snapshot` (the latest
         version as a `Snapshot`: `snapshot.to_table(columns, filter)` reads it like `read`; None
         when the table does not exist yet), or None for "nothing to do".
         Matched rows get `update_columns` from the source; unmatched rows are inserted whole.
+        delete_column: a boolean source column (not stored; make() may leave it out); a source
+            row where it is true deletes the target row with its key (and is never inserted).
         """
         from deltalake.exceptions import CommitFailedError
 
@@ -466,7 +468,12 @@ class Lake:
             if rows is None or rows.num_rows == 0:
                 return None
             meta = {"producer": producer or {}, "stats": stats or {}, "mode": "merge"}
+            deleting = bool(delete_column) and delete_column in rows.schema.names
             if snapshot is None:
+                if deleting:  # nothing to delete in a table not yet created
+                    rows = rows.filter(pc.invert(pc.fill_null(rows[delete_column], False))).drop_columns([delete_column])
+                    if not rows.num_rows:
+                        return None
                 try:
                     staged = [self._write_file(table, rows)]
                     return self.commit(table, staged, schema=rows.schema, producer=producer, stats=stats,
@@ -477,11 +484,18 @@ class Lake:
             if attempt == 0:
                 fault_point(f"before_commit:{table}")
             try:
-                (snapshot.merge(delta.to_delta(rows), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
-                                commit_properties=delta.commit_properties(meta))
-                 .when_matched_update(updates={c: f"s.{c}" for c in update_columns})
-                 .when_not_matched_insert_all()
-                 .execute())
+                merge = snapshot.merge(delta.to_delta(rows), predicate=f"t.{key} = s.{key}", source_alias="s",
+                                       target_alias="t", commit_properties=delta.commit_properties(meta))
+                updates = {c: f"s.{c}" for c in update_columns}
+                if deleting:
+                    stored = [n for n in rows.schema.names if n != delete_column]
+                    merge = (merge.when_matched_delete(predicate=f"s.{delete_column}")
+                             .when_matched_update(updates=updates, predicate=f"NOT s.{delete_column}")
+                             .when_not_matched_insert(updates={c: f"s.{c}" for c in stored},
+                                                      predicate=f"NOT s.{delete_column}"))
+                else:
+                    merge = merge.when_matched_update(updates=updates).when_not_matched_insert_all()
+                merge.execute()
             except CommitFailedError:
                 delta.backoff(attempt)
                 continue

@@ -1,30 +1,38 @@
 """Item bytes stored in the lake as WebDataset-style tar shards, read back by byte range.
 
-Downloaded images (URL-table ingest) have no file of their own to point at, so their bytes are
-written once, by the worker that fetched them, into `<lake>/_shards/<source>/<shard-uuid>.tar`
-(one shard per batch; each member `<id>.<ext>`, id = sha256 of the bytes). A pool row points at
+Downloaded images (URL-table ingest) and images embedded in tables (Parquet / Arrow, e.g.
+Hugging Face datasets) have no file of their own to point at, so their bytes are written once,
+by the worker that read them, into `<lake>/_shards/<source>/<name>.tar` (one shard per download
+batch, named by a uuid, or per table piece, named by a hash of the piece so a re-run finds it;
+each member `<id>.<ext>`, id = sha256 of the bytes). A pool row points at
 its member as every WebDataset row does: `uri` = `<shard uri>#<member>` with `byte_offset` /
 `byte_size`, so `curation.storage.io.read_bytes(uri, offset, size)` is one ranged read and every
 step reads these rows with no change (and without the range, `read_bytes` finds the member by
 scanning the shard).
 
-A shard is invisible until a pool commit references it: a killed run leaves orphan shards no
-row points at, which are harmless (they are never read) and are not deleted by `vacuum`
-(which only looks after tables); `_shards` starts with '_' so it is never taken for a table.
+A shard appears at its final name only when complete (`ShardWriter`), and is invisible until a
+pool commit references it: a killed run leaves orphan shards (or `.tmp-*` files) no row points
+at, which are harmless (they are never read) and are not deleted by `vacuum` (which only looks
+after tables); `_shards` starts with '_' so it is never taken for a table.
 """
 
 from __future__ import annotations
 
 import io as pyio
+import os
 import posixpath
 import re
 import tarfile
 import uuid
 from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow.fs as pafs
 
 from curation.storage import delta, io
 
-__all__ = ["SHARDS_DIR", "ShardMember", "shard_dir", "shard_root", "sniff_extension", "write_shard"]
+__all__ = ["SHARDS_DIR", "ShardMember", "ShardWriter", "shard_dir", "shard_index", "shard_root", "sniff_extension",
+           "write_shard"]
 
 SHARDS_DIR = "_shards"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -72,27 +80,89 @@ def sniff_extension(data: bytes, content_type: str | None = None) -> str:
     return _CTYPES.get(ctype, "bin")
 
 
-def write_shard(directory: str, items: list[tuple[str, bytes]]) -> dict[str, ShardMember]:
-    """Write `items` ([(member name, bytes)]) as one new tar shard `<directory>/<uuid4>.tar`;
-    returns {member name: ShardMember}. A name given twice is stored once (the first bytes).
-    The tar (POSIX pax) is streamed to the filesystem as it is built (no second copy in
-    memory); a writer killed midway leaves an orphan no pool row references."""
-    if not items:
+class ShardWriter:
+    """Stream members into one tar shard (POSIX pax) as they come: `add(name, data)` returns
+    where the member landed (a name given twice is stored once, the first bytes), `close()`
+    publishes the shard. Use as a context manager; an exception inside it discards the shard.
+
+    On a local filesystem the shard is built under a temporary name and renamed into place, so
+    a shard that exists at its final path is always complete (a killed writer leaves only a
+    `.tmp-*` file); object stores publish an object whole when its upload completes.
+    """
+
+    def __init__(self, shard: str):
+        self.shard = shard
+        self._fs, self._path = io.resolve(shard)
+        self._fs.create_dir(posixpath.dirname(self._path), recursive=True)
+        self._local = isinstance(self._fs, pafs.LocalFileSystem)
+        self._tmp = f"{self._path}.tmp-{uuid.uuid4().hex[:8]}" if self._local else self._path
+        self._out = self._fs.open_output_stream(self._tmp)
+        self._tar = tarfile.open(fileobj=self._out, mode="w", format=tarfile.PAX_FORMAT)
+        self.members: dict[str, ShardMember] = {}
+
+    def add(self, name: str, data: bytes) -> ShardMember:
+        if name in self.members:
+            return self.members[name]
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        header = len(info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors))
+        start = self._tar.offset
+        self._tar.addfile(info, pyio.BytesIO(data))
+        member = ShardMember(io.member_uri(self.shard, name), start + header, len(data))
+        self.members[name] = member
+        return member
+
+    def close(self) -> None:
+        self._tar.close()
+        self._out.close()
+        if self._local:
+            os.replace(self._tmp, self._path)
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+            self._out.close()
+        finally:
+            if self._local and os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_shard(directory: str, items: Iterable[tuple[str, bytes]], name: str | None = None) -> dict[str, ShardMember]:
+    """Write `items` ([(member name, bytes)]) as one new tar shard `<directory>/<name>.tar`
+    (default name: a uuid4); returns {member name: ShardMember}. Nothing is written for no
+    items. A name given twice is stored once (the first bytes)."""
+    items = iter(items)
+    first = next(items, None)
+    if first is None:
         return {}
-    shard = f"{directory.rstrip('/')}/{uuid.uuid4().hex}.tar"
+    with ShardWriter(f"{directory.rstrip('/')}/{name or uuid.uuid4().hex}.tar") as writer:
+        writer.add(*first)
+        for member, data in items:
+            writer.add(member, data)
+    return writer.members
+
+
+def shard_index(shard: str) -> dict[str, ShardMember] | None:
+    """{member name: ShardMember} of an existing shard, from its headers only (data is skipped
+    by seeking); None when the shard does not exist or is not a readable tar."""
     fs, path = io.resolve(shard)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    offsets: dict[str, tuple[int, int]] = {}
-    with fs.open_output_stream(path) as out, \
-            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in items:
-            if name in offsets:
-                continue
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            header = len(info.tobuf(tar.format, tar.encoding, tar.errors))
-            start = tar.offset
-            tar.addfile(info, pyio.BytesIO(data))
-            offsets[name] = (start + header, len(data))
-    return {name: ShardMember(io.member_uri(shard, name), off, size) for name, (off, size) in offsets.items()}
+    try:
+        f = open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
+    except (FileNotFoundError, OSError):
+        return None
+    try:
+        with f, tarfile.open(fileobj=f, mode="r:") as tar:
+            return {m.name: ShardMember(io.member_uri(shard, m.name), m.offset_data, m.size)
+                    for m in tar if m.isfile()}
+    except (tarfile.TarError, OSError, EOFError):
+        return None

@@ -1,5 +1,6 @@
-"""Column names of a table source, read cheaply (a Parquet footer, a CSV header line, the
-first JSON line) so a wrong or missing uri column is reported before any work starts."""
+"""Column names of a table source, read cheaply (a Parquet footer, an Arrow schema, a CSV
+header line, the first JSON line) so a wrong or missing uri or image column is reported before
+any work starts."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import csv
 import io
 import json
 
-import pyarrow.parquet as pq
-
 from curation.storage import io as lake_io
+from curation.steps.ingest.embedded import EMBEDDED_EXTENSIONS, find_image_column, read_schema
 
 URI_COLUMNS = ("uri", "url", "path", "image_path", "image", "file", "filepath", "file_name", "filename")
-TABLE_EXTENSIONS = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
+TABLE_EXTENSIONS = (".parquet", ".arrow", ".feather", ".ipc", ".csv", ".jsonl", ".json", ".ndjson")
 _HEAD_BYTES = 1 << 20  # the header line or first record must fit in 1 MiB
 
 
@@ -22,9 +22,8 @@ def table_columns(source: str) -> list[str] | None:
     if not lower.endswith(TABLE_EXTENSIONS):
         return None
     fs, path = lake_io.resolve(source)
-    if lower.endswith(".parquet"):
-        with fs.open_input_file(path) as f:
-            return list(pq.read_schema(f).names)
+    if lower.endswith(EMBEDDED_EXTENSIONS):
+        return list(read_schema(fs, path).names)
     with fs.open_input_stream(path) as f:
         head = f.read(_HEAD_BYTES).decode("utf-8", "replace")
     if lower.endswith(".csv"):
@@ -46,9 +45,21 @@ def choose_uri_column(names: list[str], uri_column: str | None) -> str | None:
     return next((c for c in URI_COLUMNS if c in names), None)
 
 
-def check_uri_column(source: str, uri_column: str | None) -> str | None:
-    """The uri column a table source will use; ValueError naming the columns when the given
-    one is absent or none of the usual names is there."""
+def check_table_columns(source: str, uri_column: str | None, image_column: str | None = None) -> str | None:
+    """The column a table source will be read by: its image column (Parquet / Arrow tables
+    with image bytes, unless `uri_column` is given) or its uri column; None for sources that
+    are not table files. ValueError naming the columns when a given column is absent (or does
+    not hold image bytes), or when neither kind of column is found."""
+    lower = source.lower()
+    if lower.endswith(EMBEDDED_EXTENSIONS) and not uri_column:
+        fs, path = lake_io.resolve(source)
+        schema = read_schema(fs, path)
+        try:
+            found = find_image_column(schema, image_column)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        if found is not None:
+            return found
     names = table_columns(source)
     if names is None:
         return None
@@ -56,6 +67,7 @@ def check_uri_column(source: str, uri_column: str | None) -> str | None:
     if uri_column and found is None:
         raise ValueError(f"uri column {uri_column!r} is not in {source} (columns: {names})")
     if found is None:
-        raise ValueError(f"{source} has no uri column (looked for {list(URI_COLUMNS)}; columns: {names}); "
+        hint = " or an image column (binary, or a struct<bytes, path>)" if lower.endswith(EMBEDDED_EXTENSIONS) else ""
+        raise ValueError(f"{source} has no uri column (looked for {list(URI_COLUMNS)}; columns: {names}){hint}; "
                          "name it with --uri-column / ingest.uri_column")
     return found

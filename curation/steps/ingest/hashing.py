@@ -38,13 +38,20 @@ def unreadable_id(uri: str) -> str:
     return hashlib.sha256(b"unreadable:" + uri.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def hash_batch(batch: pa.Table, source: str) -> pa.Table:
-    """Ray map_batches body: candidates (see sources.CANDIDATE_SCHEMA) -> ingested rows."""
+def hash_batch(batch: pa.Table, source: str, root: str | None = None) -> pa.Table:
+    """Ray map_batches body: candidates (see sources.CANDIDATE_SCHEMA) -> ingested rows.
+    `root`: the lake's shard root (`shards.shard_root`), where images embedded in tables go."""
+    from curation.steps.ingest.embedded import expand_piece
+
     rows: list[dict[str, Any]] = []
     for cand in batch.to_pylist():
         name = cand.get("source_name") or source  # several sources in one ingest: the row's own
         if cand["kind"] == "tar" and not cand.get("error"):
             rows.extend(_expand_tar(cand["uri"], name, cand.get("meta_table")))
+        elif cand["kind"] == "embedded" and not cand.get("error"):
+            if root is None:
+                raise ValueError("hash_batch: images embedded in tables need the lake's shard root")
+            rows.extend(expand_piece(cand, name, root))
         else:
             rows.append(_file_row(cand, name))
     return pa.Table.from_pylist(rows, schema=INGESTED_SCHEMA)
@@ -108,6 +115,44 @@ def _file_row(cand: dict[str, Any], source: str) -> dict[str, Any]:
         except OSError as exc:
             row.update(id=unreadable_id(uri), bytes_len=None)
             errors.append(f"ingest: cannot read: {exc}")
+    row["error"] = io.printable("; ".join(errors)) or None
+    return row
+
+
+def error_row(where: str, source: str, message: str) -> dict[str, Any]:
+    """A row for an item that could not be read at all: id from `where`, no caption."""
+    row = caption_columns({}, [], {}, None, [])
+    row.update(id=unreadable_id(where), uri=where, byte_offset=None, byte_size=None, source=source,
+               bytes_len=None, error=io.printable(message))
+    return row
+
+
+def embedded_row(table_uri: str, item, member, source: str, split: str | None) -> dict[str, Any]:
+    """The ingested row of one table row with an embedded image (`embedded._Item`): pointing at
+    its shard `member`, or at the file its struct's path names (read to hash it), or an error
+    row. extra_json gains `source_table`, `source_row` (0-based) and `split` (a saved
+    Hugging Face split) so the row can be traced back."""
+    fields, tags, extra, issue = capt.split_fields(item.record)
+    extra.update(source_table=table_uri, source_row=item.row)
+    if split:
+        extra["split"] = split
+    errors = [item.error] if item.error else []
+    row = caption_columns(fields, tags, extra, issue, errors)
+    row.update(source=source, byte_offset=None, byte_size=None, bytes_len=None)
+    where = f"{table_uri}#row={item.row}"
+    if member is not None:
+        row.update(id=member.uri.rsplit("#", 1)[1].split(".", 1)[0], uri=member.uri,
+                   byte_offset=member.byte_offset, byte_size=member.byte_size, bytes_len=member.byte_size)
+    elif item.path is not None:  # a Hugging Face Image with a path and no bytes: the file itself
+        try:
+            data = io.read_bytes(item.path)
+            row.update(id=hashlib.sha256(data).hexdigest(), uri=item.path, bytes_len=len(data))
+        except OSError as exc:
+            errors.append(f"ingest: row {item.row} of {table_uri} has no image bytes and its path cannot be "
+                          f"read: {exc}")
+            row.update(id=unreadable_id(where), uri=where)
+    else:
+        row.update(id=unreadable_id(where), uri=where)
     row["error"] = io.printable("; ".join(errors)) or None
     return row
 

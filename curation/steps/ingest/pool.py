@@ -9,6 +9,7 @@ every id exactly once.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -20,12 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from curation.storage import schemas
-from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch
+from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch, unreadable_id
 from curation.steps.ingest import patterns
 from curation.steps.ingest.download import DownloadConfig  # URL tables (issue 10, item 2)
 from curation.steps.ingest.urls import download_candidates  # URL tables (issue 10, item 2)
 from curation.steps.ingest.sources import discover, source_notes
 from curation.storage.lake import Lake
+from curation.storage.shards import shard_root
 from curation.steps.summary import StepSummary, error_kinds
 
 POOL = schemas.POOL
@@ -36,15 +38,22 @@ PRODUCER = {"step": "ingest", "version": "1"}
 class IngestConfig:
     """ingest step options.
 
-    source: directory, table file (.parquet/.csv/.jsonl) or WebDataset .tar shard(s); an
-        img2dataset output folder ("webdataset" or "files" mode) is a directory source whose
-        per-shard parquet columns are kept and whose failed downloads are counted in the notes.
+    source: directory, table file (.parquet/.arrow/.csv/.jsonl: of paths, of http(s) URLs,
+        or with the images inside) or WebDataset .tar shard(s); an img2dataset output folder
+        ("webdataset", "files" or "parquet" mode) is a directory source whose per-shard parquet
+        columns are kept and whose failed downloads are counted in the notes; a Hugging Face
+        dataset folder (Parquet shards, or a `save_to_disk` folder) is a directory source of
+        embedded-image tables.
         One string or a list; each may be a pattern (`shards/{00000..00099}.tar`,
         `shards/*.tar`, `imgs/**/*.jpg`, local or on any filesystem URI), expanded by
         `curation.steps.ingest.patterns.expand`; a pattern matching nothing is an error.
     name: source name recorded in `pool.sources`, for all sources; default: per SOURCE as
         given, its last component (for a pattern, its fixed leading directory's).
     uri_column: for table sources, the column holding image uris (default: auto-detect).
+    image_column: for Parquet / Arrow sources (and those in a directory source), the column
+        holding the image bytes: binary, or a Hugging Face `Image` struct<bytes, path> (default:
+        found from the schema, see `curation.steps.ingest.embedded`). The bytes are stored in
+        the lake as tar shards (`<lake>/_shards/<source>/`), as downloads are.
     batch_size: candidates per hashing task.
     follow_symlinks: in a directory source, also follow symbolic links that resolve outside
         the source directory. Off by default: such links (and dangling or looping links) become
@@ -58,6 +67,7 @@ class IngestConfig:
     source: str | list[str] = ""
     name: str | None = None
     uri_column: str | None = None
+    image_column: str | None = None
     batch_size: int = field(default=256, metadata={"min": 1})
     follow_symlinks: bool = False
     download: DownloadConfig = field(default_factory=DownloadConfig)  # URL tables (issue 10, item 2)
@@ -85,18 +95,20 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
     if candidates.num_rows:
         blocks = split_blocks(candidates, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())
         ds = ray.data.from_arrow(blocks).map_batches(
-            hash_batch, fn_kwargs={"source": name}, batch_format="pyarrow", batch_size=None)
+            hash_batch, fn_kwargs={"source": name, "root": shard_root(lake)}, batch_format="pyarrow",
+            batch_size=None)
         parts = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
         if parts:
             rows = pa.concat_tables(parts).cast(INGESTED_SCHEMA)
     rows = pa.concat_tables([rows, url_rows]) if url_rows.num_rows else rows  # URL tables
     batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     merged = collapse(rows, batch_id)
-    added, updated = _commit(lake, merged, name, kind)
+    added, updated, superseded = _commit(lake, merged, name, kind)
     summary = StepSummary("ingest", rows_in=rows.num_rows, rows_out=added, seconds=time.perf_counter() - t0,
                           errors=error_kinds(rows["error"]),
                           notes={"source_kind": kind, "source": name, "unique_ids": merged.num_rows,
                                  "new_ids": added, "existing_ids_updated": updated,
+                                 **({"error_rows_superseded": superseded} if superseded else {}),
                                  **_merge_notes([source_notes(c) for _, _, c in found])})
     if len(found) > 1:
         summary.notes["source_kinds"] = dict(Counter(k for _, k, _ in found))
@@ -116,7 +128,8 @@ def _discover_all(given: list[str], cfg: IngestConfig) -> list[tuple[str, str, p
         stems = {u.rsplit(".", 1)[0] for u in images}
         for s in expanded:  # sidecars a glob matched beside its images are read with them
             if s not in images and not (s.lower().endswith((".txt", ".json")) and s.rsplit(".", 1)[0] in stems):
-                kind, c = discover(s, cfg.uri_column, follow_symlinks=cfg.follow_symlinks)
+                kind, c = discover(s, cfg.uri_column, follow_symlinks=cfg.follow_symlinks,
+                                   image_column=cfg.image_column)
                 out.append((name, kind, c))
         if images:
             kind, c = patterns.discover_images(source, images)
@@ -162,15 +175,17 @@ def collapse(rows: pa.Table, batch_id: str) -> pa.Table:
     return schemas.conform(reps, schemas.POOL_SCHEMA)
 
 
-def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, int]:
-    """Insert new ids and add the new uris / sources of known ids in one MERGE, computed
-    against the latest snapshot and recomputed if another writer commits first (so two
-    concurrent ingests keep every id once with both sources). Returns (added, updated)."""
+def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, int, int]:
+    """Insert new ids, add the new uris / sources of known ids, and delete the error rows this
+    ingest supersedes (`_superseded`), in one MERGE computed against the latest snapshot and
+    recomputed if another writer commits first (so two concurrent ingests keep every id once
+    with both sources). Returns (added, updated, superseded)."""
     producer = dict(PRODUCER, source=name, source_kind=kind)
-    counts = {"added": 0, "updated": 0}
+    counts = {"added": 0, "updated": 0, "superseded": 0}
+    retired = _superseded(merged)
 
     def upserts(snapshot) -> pa.Table | None:
-        counts["added"], counts["updated"] = merged.num_rows, 0
+        counts["added"], counts["updated"], counts["superseded"] = merged.num_rows, 0, 0
         if snapshot is None:
             return merged
         ids = merged["id"]
@@ -178,13 +193,39 @@ def _commit(lake: Lake, merged: pa.Table, name: str, kind: str) -> tuple[int, in
                                   filter=pads.field("id").isin(ids.combine_chunks()))
         new_rows = merged.filter(pc.invert(pc.is_in(ids, value_set=known["id"])))
         changed = _gained(known, merged)
-        counts["added"], counts["updated"] = new_rows.num_rows, changed.num_rows
-        if not new_rows.num_rows and not changed.num_rows:
+        gone = (snapshot.to_table(columns=["id"], filter=pads.field("id").isin(retired) & ~pads.field("error").is_null())
+                if len(retired) else pa.table({"id": pa.array([], pa.string())}))
+        counts.update(added=new_rows.num_rows, updated=changed.num_rows, superseded=gone.num_rows)
+        if not new_rows.num_rows and not changed.num_rows and not gone.num_rows:
             return None  # nothing new: no version is written
-        return pa.concat_tables([new_rows, schemas.conform(changed, schemas.POOL_SCHEMA)])
+        parts = [new_rows, schemas.conform(changed, schemas.POOL_SCHEMA), schemas.conform(gone, schemas.POOL_SCHEMA)]
+        flags = pa.array([False] * (new_rows.num_rows + changed.num_rows) + [True] * gone.num_rows, pa.bool_())
+        return pa.concat_tables(parts).append_column(_DELETE, flags)
 
-    lake.transact(POOL, upserts, key="id", update_columns=["uris", "sources"], producer=producer)
-    return counts["added"], counts["updated"]
+    lake.transact(POOL, upserts, key="id", update_columns=["uris", "sources"], producer=producer,
+                  delete_column=_DELETE)
+    return counts["added"], counts["updated"], counts["superseded"]
+
+
+_DELETE = "_superseded"
+
+
+def _superseded(merged: pa.Table) -> pa.Array:
+    """Ids of the error rows an earlier ingest left for items this one read: an item that could
+    not be read (a URL that failed, a file missing at the time) has the id
+    `unreadable_id(uri)`; once a later ingest reads it, that error row goes, so a failed run
+    re-run ends with the rows an uninterrupted one would have. Looked up by every uri of the
+    successful rows and by the `url` / `urls` of downloaded ones."""
+    ok = merged.filter(pc.is_null(merged["error"]))
+    if not ok.num_rows:
+        return pa.array([], pa.string())
+    uris = set(pc.list_flatten(ok["uris"]).to_pylist())
+    for text in ok["extra_json"].to_pylist():
+        if text and '"url' in text:
+            extra = json.loads(text)
+            listed = [extra.get("url")] + list(extra.get("urls") or [])
+            uris.update(u for u in listed if isinstance(u, str))
+    return pa.array(sorted(unreadable_id(u) for u in uris if u), pa.string())
 
 
 def _gained(known: pa.Table, incoming: pa.Table) -> pa.Table:

@@ -11,8 +11,14 @@ img2dataset output folders are recognised in its "webdataset" mode (`00000.tar` 
 `00000.parquet` + `00000_stats.json` per shard) and "files" mode (`00000/KEY.jpg` ... +
 `00000.parquet`): the per-shard parquet (columns `key`, `status`, ...) is attached to the shard
 or image candidates (`meta_table`) and joined by `key` in the hashing tasks, and its failed rows
-(no image) are counted into the ingest summary (`source_notes`). Its "parquet" mode (images
-inside the parquet files) is not supported: such a folder is a SourceError, not an empty ingest.
+(no image) are counted into the ingest summary (`source_notes`). In its "parquet" mode (images
+inside the parquet files) the tables are embedded-image tables (below).
+
+Images embedded in tables (`curation.steps.ingest.embedded`): a Parquet / Arrow file with an
+image column (binary, or a Hugging Face `struct<bytes, path>`), given as the source or found in
+a directory source (Hugging Face Parquet shards, a `save_to_disk` folder), yields one "embedded"
+candidate per piece of the table; the hashing tasks store its image bytes in lake shards. A
+table with no image column (and any table when `uri_column` is given) is a table of uris.
 
 Each returns a "candidates" Arrow table (one row per item or, for WebDataset, per shard) that
 the hashing tasks (`curation.steps.ingest.hashing`) expand and hash in parallel.
@@ -47,6 +53,7 @@ import pyarrow.parquet as pq
 
 from curation.storage import io
 from curation.steps.ingest import captions as capt
+from curation.steps.ingest import embedded
 from curation.steps.ingest.columns import TABLE_EXTENSIONS, URI_COLUMNS, choose_uri_column
 
 IMAGE_EXTENSIONS = frozenset({
@@ -67,6 +74,7 @@ CANDIDATE_SCHEMA = pa.schema([
     ("error", pa.string()),           # the item is not read: its row carries this error
     ("sidecar_error", pa.string()),   # a sidecar is not read: added to the item's error
     ("meta_table", pa.string()),      # img2dataset per-shard parquet, joined by key in the task
+    ("part", pa.string()),            # "embedded": the piece of the table (JSON, see embedded.py)
 ])
 NOTES_METADATA_KEY = b"curation.ingest.notes"  # candidates' schema metadata: summary notes (JSON)
 IMG2DATASET_REQUIRED = ("key", "status")
@@ -77,11 +85,14 @@ class SourceError(ValueError):
     """The source cannot be used as a whole (not found, no uri column, unknown format)."""
 
 
-def discover(source: str, uri_column: str | None = None, follow_symlinks: bool = False) -> tuple[str, pa.Table]:
+def discover(source: str, uri_column: str | None = None, follow_symlinks: bool = False,
+             image_column: str | None = None) -> tuple[str, pa.Table]:
     """(kind, candidates) for a source path or URI.
 
     follow_symlinks: in a local directory, also follow symbolic links that resolve outside it
     (by default they become error rows; links inside the source are always followed).
+    image_column: the column of Parquet / Arrow tables that holds image bytes (default: found
+    from the schema, `embedded.find_image_column`).
     """
     fs, path = io.resolve(source)
     info = fs.get_file_info(path) if _utf8(path) else _local_info(path)
@@ -94,12 +105,26 @@ def discover(source: str, uri_column: str | None = None, follow_symlinks: bool =
             files = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
                      if i.type == pafs.FileType.File]
             problems = []
-        return _directory_source(source, fs, files, problems)
+        return _directory_source(source, fs, files, problems, image_column)
     lower = path.lower()
     if lower.endswith(".tar"):
         # One shard; an img2dataset shard's parquet beside it (00000.tar + 00000.parquet) is joined.
         sibling = path[:-len(".tar")] + ".parquet"
         return _directory_source(source, fs, [path] + ([sibling] if _is_file(fs, sibling) else []), [])
+    if lower.endswith(embedded.EMBEDDED_EXTENSIONS) and not uri_column:
+        try:
+            column = embedded.find_image_column(embedded.read_schema(fs, path), image_column)
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"cannot read source table {source}: {exc}") from None
+        except ValueError as exc:
+            raise SourceError(f"{source}: {exc}") from None
+        if column is not None:
+            cands = embedded.table_candidates(_uri_like(source, path), fs, path, column)
+            out = _empty_rows()
+            for c in cands:
+                _add(out, **c)
+            notes = {"embedded_tables": 1, "embedded_image_column": column}
+            return "embedded", _with_notes(pa.table(out, schema=CANDIDATE_SCHEMA), notes)
     if lower.endswith(TABLE_EXTENSIONS):
         return "table", _table_candidates(source, fs, path, uri_column)
     raise SourceError(f"unknown source kind for {source}: expected a directory, a .tar shard, or one of {TABLE_EXTENSIONS}")
@@ -247,10 +272,15 @@ def _empty_rows() -> dict[str, list]:
 
 def _add(rows: dict[str, list], kind: str, uri: str | None, sidecar_txt: str | None = None,
          sidecar_json: str | None = None, record_json: str | None = None, error: str | None = None,
-         sidecar_error: str | None = None, meta_table: str | None = None) -> None:
+         sidecar_error: str | None = None, meta_table: str | None = None, part: str | None = None) -> None:
     for name, value in zip(CANDIDATE_SCHEMA.names,
-                           (kind, uri, sidecar_txt, sidecar_json, record_json, error, sidecar_error, meta_table)):
+                           (kind, uri, sidecar_txt, sidecar_json, record_json, error, sidecar_error, meta_table,
+                            part)):
         rows[name].append(value)
+
+
+def _with_notes(candidates: pa.Table, notes: dict[str, Any]) -> pa.Table:
+    return candidates.replace_schema_metadata({NOTES_METADATA_KEY: json.dumps(notes)}) if notes else candidates
 
 
 def _add_problems(rows: dict[str, list], source: str, problems: list[_Problem]) -> None:
@@ -260,9 +290,10 @@ def _add_problems(rows: dict[str, list], source: str, problems: list[_Problem]) 
 
 
 def _directory_source(source: str, fs: pafs.FileSystem, files: list[str],
-                      problems: list[_Problem]) -> tuple[str, pa.Table]:
+                      problems: list[_Problem], image_column: str | None = None) -> tuple[str, pa.Table]:
     """(kind, candidates) for a listed directory: its `.tar` files are WebDataset shards, its
-    images (with sidecars) file items; img2dataset's per-shard parquet files are attached."""
+    images (with sidecars) file items, its Parquet / Arrow tables with an image column
+    embedded-image tables; img2dataset's per-shard parquet files are attached."""
     files = sorted(files)
     tars = [f for f in files if f.lower().endswith(".tar")]
     tables, notes = _img2dataset_tables(fs, files, tars)
@@ -272,18 +303,80 @@ def _directory_source(source: str, fs: pafs.FileSystem, files: list[str],
         _add(rows, "tar", _uri_like(source, shard), meta_table=_uri_like(source, table[0]) if table else None)
     n_tar_rows = len(rows["uri"])
     _directory_rows(rows, source, [f for f in files if not f.lower().endswith(".tar")], problems, tables)
+    n_file_rows = len(rows["uri"]) - n_tar_rows
+    notes.update(_embedded_rows(rows, source, fs, files, tables, image_column))
     _add_problems(rows, source, problems)
-    if not rows["uri"] and tables and any(t[1] for t in tables.values()):
-        raise SourceError(f"{source}: an img2dataset folder in its 'parquet' output mode (images inside the "
-                          "parquet files) is not supported; re-run img2dataset with output_format "
-                          "'webdataset' or 'files'")
-    kind = "webdataset" if tars else "directory"
+    kinds = [k for k, n in (("webdataset", n_tar_rows), ("directory", n_file_rows),
+                            ("embedded", notes.get("embedded_tables", 0))) if n]
+    kind = kinds[0] if len(kinds) == 1 else ("webdataset" if tars else "directory")
     if tables:
-        notes["img2dataset"] = "webdataset" if n_tar_rows else "files"
-    candidates = pa.table(rows, schema=CANDIDATE_SCHEMA)
-    if notes:
-        candidates = candidates.replace_schema_metadata({NOTES_METADATA_KEY: json.dumps(notes)})
-    return kind, candidates
+        notes["img2dataset"] = ("webdataset" if n_tar_rows else
+                                "parquet" if any(inline for _, inline in tables.values()) else "files")
+    return kind, _with_notes(pa.table(rows, schema=CANDIDATE_SCHEMA), notes)
+
+
+def _embedded_rows(rows: dict[str, list], source: str, fs: pafs.FileSystem, files: list[str],
+                   img2dataset: dict[str, tuple[str, bool]], image_column: str | None) -> dict[str, Any]:
+    """Add the candidates of the directory's embedded-image tables; returns summary notes.
+
+    A table is one when it has an image column (`embedded.find_image_column`; with
+    `image_column` given, the tables that lack it are not). img2dataset tables are taken only
+    in its "parquet" mode (images inline); in a `save_to_disk` folder only the data files its
+    `state.json` lists. Tables whose schema cannot be read are named in the notes.
+    """
+    sidecar_tables = {path for path, inline in img2dataset.values() if not inline}
+    inline_tables = {path for path, inline in img2dataset.values() if inline}
+    listed = set(files)
+    saved: dict[str, tuple[list[str], str | None]] = {}
+    for f in files:
+        if posixpath.basename(f) == "state.json":
+            found = embedded.hf_saved_dataset(fs, posixpath.dirname(f))
+            if found is not None:
+                saved[posixpath.dirname(f)] = found
+    n_tables = 0
+    columns: dict[str, None] = {}
+    unreadable: list[str] = []
+    lacking: list[str] = []
+    for f in files:
+        if not f.lower().endswith(embedded.EMBEDDED_EXTENSIONS) or f in sidecar_tables:
+            continue
+        directory = posixpath.dirname(f)
+        split = None
+        if directory in saved:
+            data_files, split = saved[directory]
+            if f not in data_files:
+                continue  # a map cache or other file beside a saved dataset's data
+            if split is None and posixpath.join(posixpath.dirname(directory), "dataset_dict.json") in listed:
+                split = posixpath.basename(directory)  # a saved DatasetDict: one folder per split
+        try:
+            column = embedded.find_image_column(embedded.read_schema(fs, f), image_column)
+        except (OSError, pa.ArrowException) as exc:
+            unreadable.append(f"{io.printable(posixpath.basename(f))}: {exc}")
+            continue
+        except ValueError:
+            lacking.append(io.printable(posixpath.basename(f)))
+            continue
+        if column is None:
+            continue  # a table of metadata, not of images
+        try:
+            cands = embedded.table_candidates(_uri_like(source, f), fs, f, column,
+                                                 img2dataset=f in inline_tables, split=split)
+        except (OSError, pa.ArrowException) as exc:
+            unreadable.append(f"{io.printable(posixpath.basename(f))}: {exc}")
+            continue
+        for c in cands:
+            _add(rows, **c)
+        n_tables += 1
+        columns[column] = None
+    if image_column and lacking and not n_tables:
+        raise SourceError(f"{source}: image column {image_column!r} is in none of its tables "
+                          f"({', '.join(lacking[:5])}{', ...' if len(lacking) > 5 else ''})")
+    notes: dict[str, Any] = {}
+    if n_tables:
+        notes.update(embedded_tables=n_tables, embedded_image_column=",".join(columns))
+    if unreadable:
+        notes["embedded_unreadable_tables"] = unreadable
+    return notes
 
 
 def source_notes(candidates: pa.Table) -> dict[str, Any]:
@@ -397,6 +490,8 @@ def read_table_file(fs: pafs.FileSystem, path: str) -> pa.Table:
     with _open(fs, path) as f:
         if lower.endswith(".parquet"):
             return pq.read_table(f)
+        if lower.endswith(embedded.ARROW_EXTENSIONS):
+            return pa.ipc.open_file(f).read_all() if embedded._ipc_is_file(f) else pa.ipc.open_stream(f).read_all()
         if lower.endswith(".csv"):
             # Invalid UTF-8 is not checked here: `_records` finds it per cell, and only then
             # re-reads the file with the line reader.
@@ -427,7 +522,7 @@ def _read_records(fs: pafs.FileSystem, path: str) -> tuple[list[str], list[Recor
         rows = table.to_pylist()
         return table.column_names, [(i + 2 if lower.endswith(".csv") else i + 1, r, None) for i, r in enumerate(rows)]
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        if lower.endswith(".parquet"):
+        if lower.endswith(embedded.EMBEDDED_EXTENSIONS):
             raise SourceError(f"cannot read source table {io.printable(path)}: {exc}") from None
     with _open(fs, path) as f:
         data = f.read()

@@ -19,7 +19,8 @@ Resume and idempotence: a URL is skipped when a pool row without error lists it 
 `url`, or `urls`: when several URLs of one run give the same image, every one of their rows
 carries all of them, so whichever represents the id keeps them all). A failed URL is tried again
 on each run (its error row's id stays the same, so a repeated failure adds nothing; a later
-success adds the image's row beside the old error row). A URL first seen in a later run whose
+success adds the image's row and deletes the old error row in the same commit, see
+`pool._superseded`). A URL first seen in a later run whose
 image the pool already holds is dropped after download (`urls_same_image_as_pool` in the notes):
 the MERGE would add only its new shard member to `uris`, not its URL, so every rerun would add
 one more; such a URL is fetched again on each run.
