@@ -12,7 +12,7 @@ import pytest
 
 from curation.steps.ingest.download import DownloadConfig, download, download_batch, is_url
 from curation.storage import io
-from curation.storage.shards import shard_dir, sniff_extension, write_shard
+from curation.storage.shards import ShardWriter, shard_dir, sniff_extension
 
 SLOW_S = 1.5
 
@@ -230,14 +230,16 @@ def test_shards_round_trip(tmp_path, images):
     items = [(f"{hashlib.sha256(b).hexdigest()}.{sniff_extension(b)}", b) for b in images]
     items.append((items[0][0], images[0]))  # a repeated name is stored once
     items.append(("long-" + "n" * 120 + ".bin", b"payload"))  # names past ustar's 100 chars
-    placed = write_shard(str(tmp_path / "_shards" / "src"), items)
-    assert len(placed) == 4 and len({m.uri.split("#")[0] for m in placed.values()}) == 1
+    with ShardWriter(str(tmp_path / "_shards" / "src" / "one.tar")) as writer:
+        for name, data in items:
+            writer.add(name, data)
+    placed = writer.members
+    assert len(placed) == 4 and {m.uri.split("#")[0] for m in placed.values()} == {str(tmp_path / "_shards/src/one.tar")}
     for name, data in items:
         m = placed[name]
         assert m.uri.endswith(".tar#" + name) and m.byte_size == len(data)
         assert io.read_bytes(m.uri, m.byte_offset, m.byte_size) == data
         assert io.read_bytes(m.uri) == data  # found by scanning the shard's headers
-    assert write_shard(str(tmp_path / "x"), []) == {}
     assert sniff_extension(images[0]) == "jpg" and sniff_extension(b"\x89PNG\r\n\x1a\nxx") == "png"
     assert sniff_extension(b"RIFF0000WEBPVP8 ") == "webp" and sniff_extension(b"??", "image/png; q=1") == "png"
     assert sniff_extension(b"??") == "bin"
@@ -296,13 +298,19 @@ def test_url_table_ingest_profile_and_rerun(ray_session, server, images, tmp_pat
     img0 = next(r for r in pool if r["id"] == hashlib.sha256(images[0]).hexdigest())
     assert set(json.loads(img0["extra_json"])["urls"]) == {f"{base}/img/0.jpg", f"{base}/flaky?e2e"}
 
-    # a later table with a new URL for an image the pool already holds: nothing is added, ever
+    # a later table with a new URL for an image the pool already holds: the URL joins that
+    # row's uris (one more copy), and the run after that fetches nothing
     table2 = tmp_path / "more.csv"
     table2.write_text(f"url,caption\n{base}/img/2.jpg?copy,copy of the bird\n")
     cfg2 = IngestConfig(source=str(table2), name="web2", batch_size=3, download=cfg.download)
-    for _ in range(2):
-        s3 = ingest(lake, cfg2)
-        assert s3.rows_out == 0 and s3.notes["urls_same_image_as_pool"] == 1
+    s3 = ingest(lake, cfg2)
+    assert s3.rows_out == 0 and s3.notes["urls_same_image_as_pool"] == 1 and s3.notes["existing_ids_updated"] == 1
+    bird = next(r for r in lake.read("pool").to_pylist() if r["id"] == hashlib.sha256(images[2]).hexdigest())
+    assert bird["uris"][-1] == f"{base}/img/2.jpg?copy" and bird["sources"] == ["web", "web2"]
+    assert bird["uri"] != bird["uris"][-1]  # still read from the lake's shard
+    hits_before = dict(state.hits)
+    s4 = ingest(lake, cfg2)
+    assert s4.rows_out == 0 and s4.notes["urls_already_in_pool"] == 1 and state.hits == hits_before
     assert lake.read("pool").num_rows == len(pool)
 
 

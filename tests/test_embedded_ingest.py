@@ -230,3 +230,23 @@ def test_directory_with_image_column_in_no_table(tmp_path):
     pq.write_table(pa.table({"image": [_jpeg(1)]}), folder / "a.parquet")
     with pytest.raises(SourceError, match="image column 'pixels' is in none of its tables"):
         discover(str(folder), image_column="pixels")
+
+
+def test_vacuum_removes_orphan_shards_only(ray_session, tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"image": [_jpeg(1), _jpeg(2)], "caption": ["x", "y"]}), path)
+    lake = Lake(str(tmp_path / "lake"))
+    ingest(lake, IngestConfig(source=str(path), name="src"))
+    (used,) = _shard_files(lake)
+    folder = os.path.dirname(used)
+    old_orphan, tmp_left, young = (os.path.join(folder, n) for n in ("dead.tar", "x.tar.tmp-1234", "new.tar"))
+    for f in (old_orphan, tmp_left, young):
+        with open(f, "wb") as out:
+            out.write(b"killed run")
+    for f in (used, old_orphan, tmp_left):
+        os.utime(f, (1, 1))  # written long ago
+    dry = lake.vacuum(1, dry_run=True)
+    assert dry["_shards"] == ["src/dead.tar", "src/x.tar.tmp-1234"] and os.path.exists(old_orphan)
+    lake.vacuum(1)
+    assert _shard_files(lake) == sorted([used, young])
+    assert all(read_bytes(r["uri"], r["byte_offset"], r["byte_size"]) for r in lake.read("pool").to_pylist())

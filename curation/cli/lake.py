@@ -110,7 +110,8 @@ def _show(args: argparse.Namespace) -> int:
 # ---- vacuum ---------------------------------------------------------------------------------
 
 def _add_vacuum(sub) -> None:
-    p = sub.add_parser("vacuum", help="delete data files no retained version needs (keeps every version an export read)")
+    p = sub.add_parser("vacuum", help="delete data files no retained version needs (keeps every version an export read) "
+                                        "and lake shards no pool row points at")
     _lake(p)
     p.add_argument("--retention-hours", type=float, default=168.0,
                    help="keep files removed (or orphaned by a killed run) less than this long ago (default 168 = 7 days; >= 1)")

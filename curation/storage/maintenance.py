@@ -6,12 +6,15 @@ Used through `Lake.vacuum`, `Lake.pinned_versions` and `Lake.status`.
 from __future__ import annotations
 
 import posixpath
+import time
 from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from curation.storage.errors import LakeError
+from curation.storage.shards import SHARDS_DIR
 
 if TYPE_CHECKING:
     from curation.storage.lake import Lake
@@ -31,7 +34,8 @@ def vacuum(lake: "Lake", retention_hours: float = 168, *, dry_run: bool = False,
            tables: Iterable[str] | None = None) -> dict[str, list[str]]:
     """Delete data files no retained version needs: files removed from the table more
     than `retention_hours` ago, and orphans of killed writers older than that, keeping
-    every file of a version some commit's `reads` references. Returns table -> files."""
+    every file of a version some commit's `reads` references; with `tables` None, also the
+    orphan shards (`orphan_shards`). Returns table (or "_shards") -> files."""
     if retention_hours < lake.min_vacuum_hours:
         raise ValueError(f"retention_hours must be >= {lake.min_vacuum_hours}: younger orphan files "
                          "may belong to a writer that has not committed yet")
@@ -43,7 +47,41 @@ def vacuum(lake: "Lake", retention_hours: float = 168, *, dry_run: bool = False,
         out[table] = list(dtable.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                         enforce_retention_duration=False, full=True,
                                         keep_versions=keep or None))
+    if tables is None:
+        orphans = orphan_shards(lake, retention_hours)
+        if orphans:
+            if not dry_run:
+                for path in orphans:
+                    lake.fs.delete_file(posixpath.join(lake.root, SHARDS_DIR, path))
+            out[SHARDS_DIR] = orphans
     return out
+
+
+def orphan_shards(lake: "Lake", retention_hours: float) -> list[str]:
+    """Files under `<lake>/_shards` (paths relative to it) that no pool row points at and that
+    were last written more than `retention_hours` ago: shards of runs killed before their
+    commit, and their `.tmp-*` leftovers. Pool rows are never deleted once they point at a
+    shard (only error rows are superseded) and `uris` only grow, so the latest pool version
+    references every shard any version does. Younger files may belong to a running ingest."""
+    from curation.storage import io
+    from curation.storage.shards import shard_root
+
+    base = posixpath.join(lake.root, SHARDS_DIR)
+    written = {posixpath.relpath(i.path, base): (i.mtime.timestamp() if i.mtime is not None else 0.0)
+               for i in lake.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+               if i.type == pafs.FileType.File}
+    if not written:
+        return []
+    root = shard_root(lake).rstrip("/") + "/"
+    used: set[str] = set()
+    if lake.exists("pool"):
+        pool = lake.read("pool", columns=["uri", "uris"])
+        for uri in pc.unique(pa.concat_arrays([pool["uri"].combine_chunks(),
+                                               pc.list_flatten(pool["uris"]).combine_chunks()])).to_pylist():
+            if uri and uri.startswith(root):
+                used.add(io.split_member(uri)[0][len(root):])
+    cutoff = time.time() - retention_hours * 3600
+    return sorted(rel for rel, mtime in written.items() if rel not in used and mtime < cutoff)
 
 
 def status(lake: "Lake", check_files: bool = True) -> list[dict[str, Any]]:

@@ -25,14 +25,12 @@ import re
 import tarfile
 import uuid
 from dataclasses import dataclass
-from typing import Iterable
 
 import pyarrow.fs as pafs
 
 from curation.storage import delta, io
 
-__all__ = ["SHARDS_DIR", "ShardMember", "ShardWriter", "shard_dir", "shard_index", "shard_root", "sniff_extension",
-           "write_shard"]
+__all__ = ["SHARDS_DIR", "ShardMember", "ShardWriter", "shard_dir", "shard_index", "shard_root", "sniff_extension"]
 
 SHARDS_DIR = "_shards"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -120,9 +118,12 @@ class ShardWriter:
             os.replace(self._tmp, self._path)
 
     def abort(self) -> None:
+        """Discard the shard (a failed write may leave the stream unclosable: ignored)."""
         try:
             self._tar.close()
             self._out.close()
+        except (OSError, ValueError, tarfile.TarError):
+            pass
         finally:
             if self._local and os.path.exists(self._tmp):
                 os.unlink(self._tmp)
@@ -135,21 +136,6 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
-
-
-def write_shard(directory: str, items: Iterable[tuple[str, bytes]], name: str | None = None) -> dict[str, ShardMember]:
-    """Write `items` ([(member name, bytes)]) as one new tar shard `<directory>/<name>.tar`
-    (default name: a uuid4); returns {member name: ShardMember}. Nothing is written for no
-    items. A name given twice is stored once (the first bytes)."""
-    items = iter(items)
-    first = next(items, None)
-    if first is None:
-        return {}
-    with ShardWriter(f"{directory.rstrip('/')}/{name or uuid.uuid4().hex}.tar") as writer:
-        writer.add(*first)
-        for member, data in items:
-            writer.add(member, data)
-    return writer.members
 
 
 def shard_index(shard: str) -> dict[str, ShardMember] | None:

@@ -25,10 +25,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import Iterator
 
-__all__ = ["DownloadConfig", "DownloadResult", "download", "download_batch", "is_url"]
+__all__ = ["DownloadConfig", "DownloadResult", "download", "download_batch", "download_iter", "is_url"]
 
 _CHUNK = 64 << 10
 
@@ -220,9 +221,21 @@ def download(url: str, cfg: DownloadConfig | None = None, *, opener: urllib.requ
 
 def download_batch(urls: list[str], cfg: DownloadConfig | None = None) -> list[DownloadResult]:
     """One result per url, in order; at most `cfg.concurrency` requests at a time."""
+    results: list[DownloadResult | None] = [None] * len(urls)
+    for i, res in download_iter(urls, cfg):
+        results[i] = res
+    return results  # type: ignore[return-value]
+
+
+def download_iter(urls: list[str], cfg: DownloadConfig | None = None) -> Iterator[tuple[int, DownloadResult]]:
+    """(index in `urls`, result) as each download finishes; at most `cfg.concurrency` requests
+    at a time. A caller that consumes each body as it comes (writes it out, drops it) holds
+    about `concurrency` bodies in memory, not the whole batch."""
     cfg = cfg or DownloadConfig()
     if not urls:
-        return []
+        return
     opener = _opener(cfg)
     with ThreadPoolExecutor(max_workers=min(cfg.concurrency, len(urls)), thread_name_prefix="download") as pool:
-        return list(pool.map(lambda u: download(u, cfg, opener=opener), urls))
+        futures = {pool.submit(download, u, cfg, opener=opener): i for i, u in enumerate(urls)}
+        for future in as_completed(futures):
+            yield futures.pop(future), future.result()

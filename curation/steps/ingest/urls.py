@@ -17,13 +17,13 @@ The table's other columns become caption fields / tags / extra exactly as for a 
 
 Resume and idempotence: a URL is skipped when a pool row without error lists it (extra_json
 `url`, or `urls`: when several URLs of one run give the same image, every one of their rows
-carries all of them, so whichever represents the id keeps them all). A failed URL is tried again
+carries all of them, so whichever represents the id keeps them all; or among its `uris`). A failed URL is tried again
 on each run (its error row's id stays the same, so a repeated failure adds nothing; a later
 success adds the image's row and deletes the old error row in the same commit, see
 `pool._superseded`). A URL first seen in a later run whose
-image the pool already holds is dropped after download (`urls_same_image_as_pool` in the notes):
-the MERGE would add only its new shard member to `uris`, not its URL, so every rerun would add
-one more; such a URL is fetched again on each run.
+image the pool already holds (`urls_same_image_as_pool` in the notes) adds the URL itself to
+that row's `uris` (one more place the image is found, as every copy is), not its new shard
+member, so the next run skips it.
 
 Summary notes: `urls` (http(s) rows in the source), `urls_already_in_pool` (skipped),
 `urls_downloaded`, `urls_failed`, and `urls_same_image_as_pool` when non-zero.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -41,9 +42,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from curation.storage import io, schemas
-from curation.storage.shards import shard_dir, shard_root, sniff_extension, write_shard
+from curation.storage.shards import ShardWriter, shard_dir, shard_root, sniff_extension
 from curation.steps.ingest import captions as capt
-from curation.steps.ingest.download import DownloadConfig, download_batch, is_url
+from curation.steps.ingest.download import DownloadConfig, download_iter, is_url
 from curation.steps.ingest.hashing import INGESTED_SCHEMA, caption_columns, parse_record, unreadable_id
 
 __all__ = ["download_candidates", "download_rows", "known_urls", "split_url_candidates"]
@@ -63,10 +64,11 @@ def known_urls(lake, urls: set[str]) -> set[str]:
     extra_json `url`, or one of its `urls` (every URL of this id in the run that added it)."""
     if not urls or not lake.exists(schemas.POOL):
         return set()
-    table = lake.read(schemas.POOL, columns=["extra_json", "error"])
-    table = table.filter(pc.and_(pc.is_null(table["error"]),
-                                 pc.fill_null(pc.match_substring(table["extra_json"], '"url'), False)))
-    found: set[str] = set()
+    table = lake.read(schemas.POOL, columns=["uris", "extra_json", "error"]).filter(pc.field("error").is_null())
+    wanted = pa.array(sorted(urls), pa.string())
+    listed = pc.list_flatten(table["uris"])
+    found: set[str] = set(listed.filter(pc.is_in(listed, value_set=wanted)).to_pylist())
+    table = table.filter(pc.fill_null(pc.match_substring(table["extra_json"], '"url'), False))
     for text in table["extra_json"].to_pylist():
         try:
             extra = json.loads(text)
@@ -100,10 +102,10 @@ def _record_urls(rows: pa.Table) -> pa.Table:
     return rows.set_column(col, rows.schema.field(col), pa.array(extras, pa.string()))
 
 
-def _drop_known_ids(lake, rows: pa.Table) -> tuple[pa.Table, int]:
-    """Drop successful rows whose id the pool already holds (a new URL for an image an earlier
-    run added): the MERGE would only add their new shard member to `uris`, not their URL, so
-    every rerun would add another. (rows, how many dropped)."""
+def _known_ids_by_url(lake, rows: pa.Table) -> tuple[pa.Table, int]:
+    """Successful rows whose id the pool already holds (a new URL for an image an earlier run
+    added) point at their URL instead of their new shard member, so the MERGE adds the URL to
+    the pool row's `uris` and `known_urls` finds it next time. (rows, how many)."""
     ok = pc.is_null(rows["error"])
     if not lake.exists(schemas.POOL) or not pc.any(ok).as_py():
         return rows, 0
@@ -111,8 +113,14 @@ def _drop_known_ids(lake, rows: pa.Table) -> tuple[pa.Table, int]:
     known = lake.read(schemas.POOL, columns=["id"], filter=pads.field("id").isin(ids))["id"]
     if not len(known):
         return rows, 0
-    drop = pc.and_(ok, pc.is_in(rows["id"], value_set=known.combine_chunks()))
-    return rows.filter(pc.invert(drop)), pc.sum(drop).as_py() or 0
+    same = pc.and_(ok, pc.is_in(rows["id"], value_set=known.combine_chunks()))
+    urls = pa.array([json.loads(e)["url"] if s else None
+                     for s, e in zip(same.to_pylist(), rows["extra_json"].to_pylist())], pa.string())
+    null = pa.nulls(rows.num_rows, pa.int64())
+    for name, value in (("uri", urls), ("byte_offset", null), ("byte_size", null)):
+        col = rows.schema.get_field_index(name)
+        rows = rows.set_column(col, rows.schema.field(col), pc.if_else(same, value, rows[name]))
+    return rows, pc.sum(same).as_py() or 0
 
 
 def download_candidates(lake, candidates: pa.Table, source: str, batch_size: int,
@@ -143,7 +151,7 @@ def download_candidates(lake, candidates: pa.Table, source: str, batch_size: int
     notes = {"urls": len(skip) + remote.num_rows, "urls_already_in_pool": len(skip),
              "urls_downloaded": rows.num_rows - failed, "urls_failed": failed}
     rows = _record_urls(rows)
-    rows, same = _drop_known_ids(lake, rows)
+    rows, same = _known_ids_by_url(lake, rows)
     if same:
         notes["urls_same_image_as_pool"] = same
     return rest, rows, notes
@@ -151,31 +159,41 @@ def download_candidates(lake, candidates: pa.Table, source: str, batch_size: int
 
 def download_rows(batch: pa.Table, source: str, root: str, config: dict[str, Any]) -> pa.Table:
     """Ray map_batches body: http(s) candidates -> ingested rows, one per candidate; the
-    downloaded bytes go to one new shard in `<root>/<source>/` (a candidate's `source_name`
-    column, when there, names its source)."""
+    downloaded bytes go to one new shard in `<root>/<source>/` as each download finishes
+    (a candidate's `source_name` column, when there, names its source), so a task holds
+    about `concurrency` bodies at a time, not the batch."""
     cfg = DownloadConfig(**config)
     cands = batch.to_pylist()
     directory = shard_dir(root, (cands[0].get("source_name") if cands else None) or source)
-    results = download_batch([c["uri"] for c in cands], cfg)
-    members: list[tuple[str, bytes]] = []
-    names: list[str | None] = []
-    for res in results:
-        if res.status == "success":
-            name = f"{hashlib.sha256(res.data).hexdigest()}.{sniff_extension(res.data, res.content_type)}"
-            members.append((name, res.data))
-            names.append(name)
-        else:
-            names.append(None)
-    placed: dict = {}
+    results: list[Any] = [None] * len(cands)
+    names: list[str | None] = [None] * len(cands)
+    writer: ShardWriter | None = None
     shard_error = None
-    if members:
-        try:
-            placed = write_shard(directory, members)
-        except (OSError, pa.ArrowException) as exc:
-            shard_error = io.printable(f"ingest: cannot write shard: {exc}")
-    rows = []
-    for cand, res, name in zip(cands, results, names):
-        rows.append(_row(cand, res, name, placed.get(name) if name else None, shard_error, source))
+    try:
+        for i, res in download_iter([c["uri"] for c in cands], cfg):
+            results[i] = res
+            if res.status != "success":
+                continue
+            names[i] = f"{hashlib.sha256(res.data).hexdigest()}.{sniff_extension(res.data, res.content_type)}"
+            if shard_error is None:
+                try:
+                    writer = writer or ShardWriter(f"{directory}/{uuid.uuid4().hex}.tar")
+                    writer.add(names[i], res.data)
+                except (OSError, pa.ArrowException) as exc:
+                    shard_error = io.printable(f"ingest: cannot write shard: {exc}")
+                    if writer is not None:
+                        writer.abort()
+                        writer = None
+            res.data = None  # written: the body is not kept
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    placed = writer.members if writer is not None else {}
+    rows = [_row(cand, res, name, placed.get(name) if name else None, shard_error, source)
+            for cand, res, name in zip(cands, results, names)]
     return pa.Table.from_pylist(rows, schema=INGESTED_SCHEMA)
 
 
