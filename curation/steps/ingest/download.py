@@ -49,6 +49,10 @@ class DownloadConfig:
         reading, and while reading).
     max_redirects: redirect hops followed per request (0: a redirect fails the row).
     user_agent: the User-Agent header sent.
+    batch_size: URLs per Ray task, and so per lake shard (the ingest's `batch_size` is for
+        hashing); larger batches leave fewer idle threads at each task's tail and fewer,
+        larger shards (on 2 CPUs x 16 threads and a 20 ms server, 1,000 ran ~1.5x faster
+        than 256).
     """
 
     concurrency: int = field(default=16, metadata={"min": 1})
@@ -59,6 +63,7 @@ class DownloadConfig:
     max_bytes: int = field(default=32 << 20, metadata={"min": 1})
     max_redirects: int = field(default=5, metadata={"min": 0})
     user_agent: str = "curation-ingest/1 (+img2dataset-compatible)"
+    batch_size: int = field(default=1000, metadata={"min": 1})
 
 
 @dataclass

@@ -90,7 +90,7 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
         [c.replace_schema_metadata(None).append_column("source_name", pa.array([n] * c.num_rows, pa.string()))
          for n, _, c in found])
     # --- URL tables (issue 10, item 2): http(s) uris are downloaded on Ray into lake shards ---
-    candidates, url_rows, url_notes = download_candidates(lake, candidates, name, cfg.batch_size, cfg.download)
+    candidates, url_rows, url_notes = download_candidates(lake, candidates, name, cfg.download)
     rows = INGESTED_SCHEMA.empty_table()
     if candidates.num_rows:
         blocks = split_blocks(candidates, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())

@@ -123,7 +123,7 @@ def _known_ids_by_url(lake, rows: pa.Table) -> tuple[pa.Table, int]:
     return rows, pc.sum(same).as_py() or 0
 
 
-def download_candidates(lake, candidates: pa.Table, source: str, batch_size: int,
+def download_candidates(lake, candidates: pa.Table, source: str,
                         cfg: DownloadConfig | None = None) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
     """(candidates left for hashing, ingested rows of the downloaded URLs, summary notes).
     With no http(s) candidate, returns the candidates unchanged, no rows and no notes."""
@@ -140,7 +140,7 @@ def download_candidates(lake, candidates: pa.Table, source: str, batch_size: int
         remote = remote.filter(pc.invert(pc.is_in(remote["uri"], value_set=pa.array(sorted(skip), pa.string()))))
     rows = INGESTED_SCHEMA.empty_table()
     if remote.num_rows:
-        blocks = split_blocks(remote, max_rows=batch_size, parallelism=2 * cluster_cpus())
+        blocks = split_blocks(remote, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())
         ds = ray.data.from_arrow(blocks).map_batches(
             download_rows, fn_kwargs={"source": source, "root": shard_root(lake), "config": asdict(cfg)},
             batch_format="pyarrow", batch_size=None)
