@@ -6,15 +6,16 @@ from operators.base import Operator
 from operators.degradation import Degradation
 from operators.entropy import BorderStd, JpegBpp
 from operators.metadata import Compression, Metadata
+from operators.nearhash import NearHash
 from operators.phash import PHash
 
 OPERATORS: dict[str, type[Operator]] = {
-    op.name: op for op in (Metadata, Compression, PHash, BorderStd, JpegBpp, Degradation)
+    op.name: op for op in (Metadata, Compression, PHash, NearHash, BorderStd, JpegBpp, Degradation)
 }
 
 # Cheap header reads first, then the pixel measures that share the decode's views.
 DEFAULT_PROFILE_OPERATORS: list[str] = [
-    "metadata", "compression", "phash", "border_std", "jpeg_bpp", "degradation",
+    "metadata", "compression", "phash", "nearhash", "border_std", "jpeg_bpp", "degradation",
 ]
 
 

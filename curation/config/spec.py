@@ -4,7 +4,7 @@ A spec names a lake, the runtime, step options, the training stages, and the ste
 
     lake: ${CURATE_LAKE:-./lake}
     runtime: {address: null, num_cpus: null}
-    profile: {operators: [metadata, compression, phash, border_std, jpeg_bpp, degradation]}
+    profile: {operators: [metadata, compression, phash, nearhash, border_std, jpeg_bpp, degradation]}
     stages:
       lowres: {rules: {min_side: 256}, buckets: {resolution: 256}}
     steps:

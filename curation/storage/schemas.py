@@ -113,7 +113,7 @@ DEDUP_KEY_FIELDS = (
     field("group_id", pa.string(), "id of the group's keeper; equals id for items without duplicates"),
     field("group_size", pa.int32(), "items in the duplicate group (pHash and semantic relations merged)"),
     field("keep", pa.bool_(), "False: a duplicate of group_id, removed at export"),
-    field("dup_kind", pa.string(), "null, 'phash', 'semantic' or 'semantic+phash': which relations formed the group"),
+    field("dup_kind", pa.string(), "null, 'phash', 'semantic' or 'semantic+phash': which relations formed the group ('phash': perceptual hashes, the pHash or the nearhash window hashes)"),
     field("exact_copies", pa.int32(), "uris with byte-identical content (collapsed into this id at ingest)"),
 )
 

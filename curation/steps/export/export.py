@@ -26,7 +26,7 @@ from curation.storage import io, schemas
 from curation.steps.export.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
 from curation.config.typed import to_dict
 from curation.storage.lake import Lake
-from curation.steps.export.neardup import NearDupConfig, mark_near_duplicates
+from curation.steps.export.neardup import NearDupConfig, mark_near_duplicates, signal_columns
 from curation.steps.export.rules import RulesConfig, apply_rules
 from curation.steps.summary import StepSummary
 
@@ -111,7 +111,7 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
                 reason[i] = rule
             removed[rule] = int(hit.sum())
     dup_group = table["id"].to_pylist()
-    if stage.neardup.enabled and "phash" in table.column_names and keep.any():
+    if stage.neardup.enabled and set(signal_columns(stage.neardup)) & set(table.column_names) and keep.any():
         idx = np.flatnonzero(keep)
         marks = mark_near_duplicates(table.take(pa.array(idx)), stage.neardup)
         for i, group in zip(idx, marks["phash_group"].to_pylist()):

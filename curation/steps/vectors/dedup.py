@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 from curation.storage import schemas
 from curation.storage.schemas import DEDUP, graph_edges_table
 from curation.storage.lake import Lake
-from curation.steps.export.neardup import choose_keepers, near_duplicate_groups
+from curation.steps.export.neardup import NearDupConfig, choose_keepers, near_duplicate_labels
+from operators.nearhash import HASH_COLUMNS
 from curation.steps.summary import StepSummary
 from curation.steps.vectors.embeddings import read_embeddings, resolve_encoder
 from graph.communities import communities_by_component, connected_components
@@ -54,6 +55,10 @@ class DedupConfig:
         are GPL and opt-in).
     shards: >1 splits the index over that many Ray actors (data larger than one worker).
     phash_max_distance: merge pHash near-duplicates within this many bits; None = off.
+    window_distance: merge near-duplicates whose window hashes (`nearhash` operator: framed,
+        cropped, slightly rotated copies) agree within this many bits (see
+        `neardup.NearDupConfig`, whose strict distance applies); None = off. Both go through
+        the export's decision (`neardup.near_duplicate_labels`).
     keep_by: quality key choosing each group's keeper ("column asc|desc"; `pixels` = w*h;
         columns from profiles and scores; ties by id).
     seed: Leiden seed.
@@ -69,7 +74,8 @@ class DedupConfig:
     knn_params: dict[str, Any] = field(default_factory=dict)
     leiden_backend: str = "auto"
     shards: int = field(default=1, metadata={"min": 1})
-    phash_max_distance: int | None = field(default=4, metadata={"min": 0})
+    phash_max_distance: int | None = field(default=4, metadata={"min": 0, "max": 16})
+    window_distance: int | None = field(default=10, metadata={"min": 0, "max": 16})
     keep_by: list[str] = field(default_factory=lambda: ["aesthetic desc", "pixels desc", "clip_alignment desc"])
     seed: int = 0
 
@@ -137,7 +143,6 @@ def _apply_chunk(fn: Callable, items: list) -> list:
 def _quality_table(lake: Lake) -> pa.Table:
     """id + every profile and score column (for keep_by and pHash), one row per pool id."""
     from curation.steps.export.export import StageConfig, evaluate
-    from curation.steps.export.neardup import NearDupConfig
     from curation.steps.export.rules import RulesConfig
 
     neutral = StageConfig(rules=RulesConfig(drop_errors=False), neardup=NearDupConfig(enabled=False),
@@ -205,8 +210,14 @@ def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, c
         semantic[b[ok & (a != b)]] = True
         if result.levels.size:
             levels[rows[present]] = np.asarray(emb_ids, object)[result.levels[present]]
-    if cfg.phash_max_distance is not None and "phash" in quality.column_names:
-        pg = near_duplicate_groups(quality["phash"], cfg.phash_max_distance)
+    signals = [c for c in (["phash"] if cfg.phash_max_distance is not None else [])
+               + (list(HASH_COLUMNS) if cfg.window_distance is not None else []) if c in quality.column_names]
+    if signals:
+        window = cfg.window_distance or 0
+        decision = NearDupConfig(max_distance=cfg.phash_max_distance or 0, windows=cfg.window_distance is not None,
+                                 window_distance=window,
+                                 window_strict_distance=min(NearDupConfig().window_strict_distance, window))
+        pg = near_duplicate_labels(quality.select(signals), decision)
         a_parts.append(np.arange(n))
         b_parts.append(pg)
         multi = np.bincount(pg, minlength=n)[pg] > 1
