@@ -42,8 +42,9 @@ decision export and dedup use. Measured (benchmarks/neardup_quality.py, 24 real 
 copies, seeds 0-2): pHash at 4 bits alone finds 53 % of copies (crops 2 %, frames 11 %,
 rotations 15 %); the combined default 89-91 % (crops 68-76 %, frames 96-97 %, rotations
 72-79 %, the other kinds 100 %) at pair precision 1.00. On 1M random distinct images
-(benchmarks/neardup_bench.py, 2 cores) grouping takes 7-10 s (pHash alone 1.7-2 s) and merges
-about 0.1 % of them falsely, mostly single window matches at 8 bits.
+(benchmarks/neardup_bench.py, 2 cores) grouping takes 4.1-5.6 s (pHash alone 1.3-1.8 s) and
+merges about 0.1 % of them falsely, single window matches at 7-8 bits (`window_strict_distance`
+6: about 0.002 %, at a tenth less crop recall).
 """
 
 from __future__ import annotations
@@ -206,9 +207,6 @@ def near_duplicate_groups(
 WINDOW_INDEX = ("nh_full", "nh_c85", "nh_c70")
 WINDOW_QUERIES = ("nh_full", "nh_c85", "nh_c70", "nh_tl", "nh_tr", "nh_bl", "nh_br")
 assert WINDOW_QUERIES[:len(WINDOW_INDEX)] == WINDOW_INDEX  # relation numbering relies on it
-# (index windows, query windows) joined. Looking corners up among whole images only was 20 %
-# faster but lost a tenth of the crops found.
-WINDOW_JOINS = ((WINDOW_INDEX, WINDOW_QUERIES),)
 # Candidates share one of three 20-bit keys of the hash's 8x8 frequency grid (row-major, first
 # bit most significant): the 4x5 and 5x4 lowest frequencies, and the first 20 bits (rows 0-1,
 # half of row 2). The lowest frequencies are the largest coefficients, farthest from the median
@@ -217,66 +215,67 @@ WINDOW_JOINS = ((WINDOW_INDEX, WINDOW_QUERIES),)
 COARSE_KEYS: tuple[tuple[int, ...], ...] = ((5, 5, 5, 5), (4, 4, 4, 4, 4), (8, 8, 4))
 
 
-def _coarse_key(hashes: np.ndarray, cols_per_row: tuple[int, ...]) -> np.ndarray:
-    """The top `cols_per_row[r]` bits of row byte r of each hash, concatenated (uint32)."""
+def _coarse_keys(hashes: np.ndarray) -> list[np.ndarray]:
+    """COARSE_KEYS of each hash (uint32 each): for each key, the top `cols_per_row[r]` bits of
+    row byte r, concatenated."""
     rows = hashes.astype(">u8").view(np.uint8).reshape(-1, 8)  # byte r = frequency row r
-    key = np.zeros(hashes.size, np.uint32)
-    for r, cols in enumerate(cols_per_row):
-        key <<= np.uint32(cols)
-        key |= rows[:, r] >> np.uint8(8 - cols)
-    return key
+    keys = []
+    for cols_per_row in COARSE_KEYS:
+        key = np.zeros(hashes.size, np.uint32)
+        for r, cols in enumerate(cols_per_row):
+            key <<= np.uint32(cols)
+            key |= rows[:, r] >> np.uint8(8 - cols)
+        keys.append(key)
+    return keys
 
 
-def _join(hashes: np.ndarray, keys: list[np.ndarray], index: np.ndarray, queries: np.ndarray, d: int,
+def _join(hashes: np.ndarray, keys: list[np.ndarray], n_index: int, d: int,
           window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Pairs (query entry, index entry, distance) within d bits among those sharing one of the
     `keys` (COARSE_KEYS of every entry of `hashes`; a pair sharing several is listed once per
-    key); `index` / `queries` select entries (an entry is never paired with itself). At most
-    `window` index entries are checked per query and key (the rest are counted as skipped).
-    (Two threads over the keys gained nothing measurable on 2 cores: memory-bound gathers.)"""
-    qh = hashes[queries]
-    results = [_join_key(hashes, qh, cols, key, index, queries, d, window) for cols, key in zip(COARSE_KEYS, keys)]
+    key). The first `n_index` entries are the index, every entry is a query; an entry is never
+    paired with itself. At most `window` index entries are checked per query and key (the rest
+    are counted as skipped). (Two threads over the keys gained nothing measurable on 2 cores:
+    the join is bound by memory traffic.)"""
+    pos_type = np.int32 if hashes.size < 2**31 else np.int64  # half the traffic while it fits
+    results = [_join_key(hashes, key, sum(cols), n_index, d, window, pos_type) for cols, key in zip(COARSE_KEYS, keys)]
     q, i, dist, skipped = zip(*results)
     return np.concatenate(q), np.concatenate(i), np.concatenate(dist), sum(skipped)
 
 
-def _join_key(hashes: np.ndarray, qh: np.ndarray, cols: tuple[int, ...], key: np.ndarray, index: np.ndarray,
-              queries: np.ndarray, d: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _join_key(hashes: np.ndarray, key: np.ndarray, key_bits: int, n_index: int, d: int, window: int,
+              pos_type: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """`_join` for one key."""
-    size = 1 << sum(cols)
-    ikey = key[index]
-    order = index[np.argsort(ikey)]  # any order inside a bucket will do: no stable sort
+    size = 1 << key_bits
+    ikey = key[:n_index]
+    order = np.argsort(ikey).astype(pos_type)  # any order inside a bucket will do: no stable sort
     index_sorted = hashes[order]
     # Bucket bounds by direct addressing (2^20 keys): a gather per query instead of a binary
     # search, which thrashes the cache on millions of queries.
-    bounds = np.zeros(size + 1, np.int64)
+    bounds = np.zeros(size + 1, pos_type)
     np.cumsum(np.bincount(ikey, minlength=size), out=bounds[1:])
-    qkey = key[queries]
-    lo = bounds[qkey]
-    count = bounds[qkey + np.uint32(1)] - lo
+    lo = bounds[key]
+    count = bounds[key + np.uint32(1)] - lo
     skipped = int(np.maximum(count - window, 0).sum())
-    q_parts, i_parts, d_parts = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.uint8)]
-    # Offset k: every query with more than k bucket entries is compared with entry lo + k, one
-    # vectorised pass per offset over the queries still active (buckets are small). Offset 0
-    # runs over every query (most have an entry): no gathers to select them.
-    active = np.arange(queries.size)
-    k = 0
-    while active.size and k < window:
-        if k == 0:
-            at = np.minimum(lo, index_sorted.size - 1)
-            dist = _popcount(qh ^ index_sorted[at])
-            close = np.flatnonzero((dist <= d) & (count > 0))
-        else:
-            at = lo[active] + k
-            dist = _popcount(qh[active] ^ index_sorted[at])
-            close = np.flatnonzero(dist <= d)
-        q, i = queries[active[close]], order[at[close]]
+    count = np.minimum(count, window).astype(np.uint16)
+    # Queries by bucket size, largest first: the queries with more than k entries are then a
+    # prefix, and offset k reads contiguous slices (one gather, into the index, per offset).
+    queries = np.argsort(count, kind="stable")[::-1].astype(pos_type)  # radix sort of 16-bit counts
+    lo, qh = lo[queries], hashes[queries]
+    more_than = count.size - np.cumsum(np.bincount(count))  # more_than[k]: queries with > k
+    q_parts, i_parts, d_parts = [np.empty(0, pos_type)], [np.empty(0, pos_type)], [np.empty(0, np.uint8)]
+    for k in range(more_than.size):
+        m = int(more_than[k])
+        if m == 0:
+            break
+        at = lo[:m] + k
+        dist = _popcount(qh[:m] ^ index_sorted[at])
+        close = np.flatnonzero(dist <= d)
+        q, i = queries[close], order[at[close]]
         other = q != i
         q_parts.append(q[other])
         i_parts.append(i[other])
         d_parts.append(dist[close][other].astype(np.uint8))
-        k += 1
-        active = active[count[active] > k]
     return np.concatenate(q_parts), np.concatenate(i_parts), np.concatenate(d_parts), skipped
 
 
@@ -300,8 +299,8 @@ def window_links(table: pa.Table, max_distance: int, *, strict_distance: int = 4
                  window: int = DEFAULT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """(row a, row b) pairs the window hashes call near-duplicates.
 
-    Windows of each row are looked up among the indexed windows of the others (WINDOW_JOINS)
-    within `max_distance` bits; a pair of rows counts when one of its
+    Every window of each row (WINDOW_QUERIES) is looked up among the indexed windows of the
+    others (WINDOW_INDEX) within `max_distance` bits; a pair of rows counts when one of its
     matches is within `strict_distance` bits (as reliable as a pHash match), or when at least
     two different (window, window) relations match: one coincidence among the many windows
     compared is not enough, two independent ones are (the verification that keeps precision as
@@ -314,22 +313,14 @@ def window_links(table: pa.Table, max_distance: int, *, strict_distance: int = 4
     hashes, owner, kind = _stacked(table, WINDOW_QUERIES)
     if not hashes.size:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    keys = [_coarse_key(hashes, cols) for cols in COARSE_KEYS]  # once, for every join
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    skipped = 0
-    for index_cols, query_cols in WINDOW_JOINS:
-        index = np.flatnonzero(np.isin(kind, [WINDOW_QUERIES.index(c) for c in index_cols]))
-        queries = np.flatnonzero(np.isin(kind, [WINDOW_QUERIES.index(c) for c in query_cols]))
-        if index.size and queries.size:
-            q, i, dist, sk = _join(hashes, keys, index, queries, max_distance, window)
-            skipped += sk
-            parts.append((q, i, dist))
+    # The indexed windows come first in the stack (WINDOW_INDEX is a prefix of WINDOW_QUERIES).
+    n_index = int(np.count_nonzero(kind < len(WINDOW_INDEX)))
+    if not n_index:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    q, i, dist, skipped = _join(hashes, _coarse_keys(hashes), n_index, max_distance, window)
     if skipped:
         log.warning("near-duplicate window index: %d candidate pairs in oversized buckets were skipped "
                     "(window=%d); grouping inside those buckets is approximate", skipped, window)
-    if not parts:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    q, i, dist = (np.concatenate(c) for c in zip(*parts))
     a, b, ak, bk = owner[q], owner[i], kind[q], kind[i]
     other = a != b
     a, b, ak, bk, dist = a[other], b[other], ak[other], bk[other], dist[other]
