@@ -145,3 +145,21 @@ def test_window_links_verification():
     assert looser.tolist() == [0, 0, 2, 2, 4, 4, 6, 7]
     a_rows, b_rows = window_links(table, 12, strict_distance=12)
     assert {(int(x), int(y)) for x, y in zip(a_rows, b_rows)} == {(0, 1), (2, 3), (4, 5), (6, 7)}
+
+
+def test_halves_of_one_photo_stay_apart(photos, tmp_path):
+    """Different photos with the same look (the two halves of one shot: same colours, light and
+    texture), each with its framed, cropped and rotated copies, are never merged."""
+    halves = [(name, img) for name, img in photos if "#" in name]
+    assert len(halves) >= 4
+    images, photo_of = [], []
+    for i, (_, img) in enumerate(halves):
+        copies = neardup_data.edited_copies(img, seed=100 + i)
+        for item in [img] + copies["border"] + copies["crop"] + copies["rotate"]:
+            images.append(item)
+            photo_of.append(i)
+    labels = near_duplicate_labels(_profile(images, tmp_path), NearDupConfig())
+    photo_of = np.array(photo_of)
+    for label in np.unique(labels):
+        assert len(set(photo_of[labels == label])) == 1
+    assert len(np.unique(labels)) < len(images)  # copies were grouped with their half
