@@ -151,3 +151,33 @@ def test_bad_sources(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"1")
     with pytest.raises(SourceError, match="unknown source kind"):
         discover(str(tmp_path / "x.bin"))
+
+
+def test_imagefolder_metadata_gives_captions(ray_session, tmp_path):
+    """A Hugging Face ImageFolder: metadata.csv / metadata.jsonl name images by `file_name`
+    (relative to the metadata file); their columns become captions, tags and extra."""
+    root = tmp_path / "imagefolder"
+    (root / "train" / "sub").mkdir(parents=True)
+    (root / "test").mkdir()
+    (root / "train" / "a.jpg").write_bytes(_jpeg(31))
+    (root / "train" / "sub" / "b.jpg").write_bytes(_jpeg(32))
+    (root / "train" / "c.jpg").write_bytes(_jpeg(33))
+    (root / "train" / "c.txt").write_text("from the sidecar")
+    (root / "test" / "d.jpg").write_bytes(_jpeg(34))
+    (root / "train" / "metadata.csv").write_text(
+        "file_name,text,tags,license\na.jpg,a red fox,\"fox,animal\",cc0\nsub/b.jpg,a blue door,,cc-by\n"
+        "missing.jpg,no such image,,cc0\n")
+    (root / "test" / "metadata.jsonl").write_text(json.dumps({"file_name": "d.jpg", "caption": "a green hill"}) + "\n")
+    kind, candidates = discover(str(root))
+    assert kind == "directory" and candidates.num_rows == 4
+    lake = Lake(str(tmp_path / "lake"))
+    s = ingest(lake, IngestConfig(source=str(root)))
+    assert s.rows_out == 4 and not s.errors
+    assert s.notes["imagefolder_rows"] == 3 and s.notes["imagefolder_rows_without_image"] == 1
+    pool = _pool(lake)
+    fox = pool[hashlib.sha256(_jpeg(31)).hexdigest()]
+    assert fox["caption"] == "a red fox" and fox["tags"] == ["fox", "animal"]
+    assert json.loads(fox["extra_json"])["license"] == "cc0"
+    assert pool[hashlib.sha256(_jpeg(32)).hexdigest()]["caption"] == "a blue door"
+    assert pool[hashlib.sha256(_jpeg(33)).hexdigest()]["caption"] == "from the sidecar"
+    assert pool[hashlib.sha256(_jpeg(34)).hexdigest()]["caption"] == "a green hill"

@@ -1,7 +1,8 @@
 """Discover items in a source, on the driver, without reading image bytes.
 
 Three source kinds, chosen from what SOURCE is:
-- a directory tree of images with optional sidecars (`x.txt`, `x.json` beside `x.jpg`);
+- a directory tree of images with optional sidecars (`x.txt`, `x.json` beside `x.jpg`) or
+  Hugging Face ImageFolder metadata (`metadata.csv` / `.jsonl` / `.parquet` with `file_name`);
 - a table file (`.parquet`, `.csv`, `.jsonl` / `.json`) with a uri column and caption column(s);
 - WebDataset shards: a `.tar` file, or a directory containing `.tar` files (other files beside
   them, such as img2dataset's `.parquet` / `_stats.json`, never hide the shards; images beside
@@ -302,7 +303,9 @@ def _directory_source(source: str, fs: pafs.FileSystem, files: list[str],
         table = tables.get(shard[:-len(".tar")])
         _add(rows, "tar", _uri_like(source, shard), meta_table=_uri_like(source, table[0]) if table else None)
     n_tar_rows = len(rows["uri"])
-    _directory_rows(rows, source, [f for f in files if not f.lower().endswith(".tar")], problems, tables)
+    listed, imagefolder_notes = _imagefolder_metadata(fs, files)
+    notes.update(imagefolder_notes)
+    _directory_rows(rows, source, [f for f in files if not f.lower().endswith(".tar")], problems, tables, listed)
     n_file_rows = len(rows["uri"]) - n_tar_rows
     notes.update(_embedded_rows(rows, source, fs, files, tables, image_column))
     _add_problems(rows, source, problems)
@@ -454,8 +457,54 @@ def _failure_kind(message: str) -> str:
     return error_kind(_VARIABLE_DETAIL.sub("", capt.repair(message).strip()))
 
 
+IMAGEFOLDER_METADATA = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+
+
+def _imagefolder_metadata(fs: pafs.FileSystem, files: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """({image path: its row as JSON}, notes) from Hugging Face ImageFolder metadata files.
+
+    A `metadata.csv` / `.jsonl` / `.parquet` names each image in its `file_name` column,
+    relative to the metadata file's folder; the row's other columns are the image's caption
+    fields / tags / extra, as for a table source (a sidecar beside the image fills what the
+    row leaves out). Rows naming no listed image are counted; a metadata file that cannot be
+    read, or has no `file_name` column, is named in the notes.
+    """
+    listed: dict[str, str] = {}
+    unmatched = 0
+    problems: list[str] = []
+    present = set(files)
+    for meta in (f for f in files if posixpath.basename(f) in IMAGEFOLDER_METADATA):
+        try:
+            names, records = _read_records(fs, meta)
+        except (OSError, SourceError) as exc:
+            problems.append(f"{io.printable(meta)}: {exc}")
+            continue
+        if "file_name" not in names:
+            problems.append(f"{io.printable(meta)}: no file_name column")
+            continue
+        base = posixpath.dirname(meta)
+        for line, record, _ in records:
+            name = record.pop("file_name", None) if record else None
+            path = posixpath.normpath(posixpath.join(base, str(name))) if name else None
+            if path not in present:
+                unmatched += 1
+                continue
+            try:
+                listed[path] = json.dumps(_jsonable(record), ensure_ascii=True)
+            except (RecursionError, ValueError):
+                problems.append(f"{io.printable(meta)} line {line}: nested too deep")
+    notes: dict[str, Any] = {}
+    if listed:
+        notes["imagefolder_rows"] = len(listed)
+    if unmatched:
+        notes["imagefolder_rows_without_image"] = unmatched
+    if problems:
+        notes["imagefolder_unreadable_metadata"] = problems
+    return listed, notes
+
+
 def _directory_rows(rows: dict[str, list], source: str, files: list[str], problems: list[_Problem],
-                    tables: dict[str, tuple[str, bool]]) -> None:
+                    tables: dict[str, tuple[str, bool]], listed: dict[str, str] | None = None) -> None:
     by_stem: dict[str, dict[str, str]] = {}
     images = []
     for f in sorted(files):
@@ -477,6 +526,7 @@ def _directory_rows(rows: dict[str, list], source: str, files: list[str], proble
         _add(rows, "file", _uri_like(source, f),
              sidecar_txt=_uri_like(source, side[".txt"]) if ".txt" in side else None,
              sidecar_json=_uri_like(source, side[".json"]) if ".json" in side else None,
+             record_json=(listed or {}).get(f),  # a Hugging Face ImageFolder metadata row
              sidecar_error="; ".join(blocked[stem]) if stem in blocked else None,
              meta_table=_uri_like(source, table[0]) if table else None)
 
