@@ -132,11 +132,16 @@ def read_bytes(uri: str, offset: int | None = None, size: int | None = None) -> 
         return f.read()
 
 
+def open_input(fs: pafs.FileSystem, path: str):
+    """A seekable binary file; local files through Python's open, which takes surrogate-
+    escaped (non-UTF-8) names that pyarrow refuses."""
+    return open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
+
+
 def _read_member(fs: pafs.FileSystem, path: str, member: str) -> bytes:
     wanted, occurrence = member, 0
     match = _OCCURRENCE.match(member)
-    f = open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
-    with f:
+    with open_input(fs, path) as f:
         with tarfile.open(fileobj=f, mode="r:") as tar:
             infos = [m for m in tar if m.isfile()]
         names = [printable(m.name) for m in infos]

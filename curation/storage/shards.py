@@ -143,8 +143,8 @@ def shard_index(shard: str) -> dict[str, ShardMember] | None:
     by seeking); None when the shard does not exist or is not a readable tar."""
     fs, path = io.resolve(shard)
     try:
-        f = open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
-    except (FileNotFoundError, OSError):
+        f = io.open_input(fs, path)
+    except OSError:
         return None
     try:
         with f, tarfile.open(fileobj=f, mode="r:") as tar:

@@ -58,6 +58,8 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from operators.nearhash import HASH_COLUMNS
+
 __all__ = [
     "NearDupConfig",
     "near_duplicate_groups",
@@ -129,16 +131,12 @@ class NearDupConfig:
 
 def signal_columns(cfg: NearDupConfig) -> list[str]:
     """The profile columns the decision reads (those a table lacks are skipped)."""
-    from operators.nearhash import HASH_COLUMNS
-
     return ["phash"] + (list(HASH_COLUMNS) if cfg.windows else [])
 
 
 def near_duplicate_labels(table: pa.Table, cfg: NearDupConfig, *, window: int = DEFAULT_WINDOW) -> np.ndarray:
     """Group label per row (the smallest row index of its group) from every signal of `cfg`
     the table has (see NearDupConfig); rows with no signal are their own group."""
-    from operators.nearhash import HASH_COLUMNS
-
     n = table.num_rows
     a_parts: list[np.ndarray] = []
     b_parts: list[np.ndarray] = []
@@ -205,7 +203,7 @@ def near_duplicate_groups(
 # every window of every image is looked up among them. Both directions of each relation are
 # covered.
 WINDOW_INDEX = ("nh_full", "nh_c85", "nh_c70")
-WINDOW_QUERIES = ("nh_full", "nh_c85", "nh_c70", "nh_tl", "nh_tr", "nh_bl", "nh_br")
+WINDOW_QUERIES = HASH_COLUMNS  # every window: whole, centres, corners
 assert WINDOW_QUERIES[:len(WINDOW_INDEX)] == WINDOW_INDEX  # relation numbering relies on it
 # Candidates share one of three 20-bit keys of the hash's 8x8 frequency grid (row-major, first
 # bit most significant): the 4x5 and 5x4 lowest frequencies, and the first 20 bits (rows 0-1,

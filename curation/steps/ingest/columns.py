@@ -51,16 +51,18 @@ def check_table_columns(source: str, uri_column: str | None, image_column: str |
     are not table files. ValueError naming the columns when a given column is absent (or does
     not hold image bytes), or when neither kind of column is found."""
     lower = source.lower()
-    if lower.endswith(EMBEDDED_EXTENSIONS) and not uri_column:
-        fs, path = lake_io.resolve(source)
-        schema = read_schema(fs, path)
-        try:
-            found = find_image_column(schema, image_column)
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
-        if found is not None:
-            return found
-    names = table_columns(source)
+    if lower.endswith(EMBEDDED_EXTENSIONS):
+        schema = read_schema(*lake_io.resolve(source))
+        names = list(schema.names)
+        if not uri_column:
+            try:
+                found = find_image_column(schema, image_column)
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
+            if found is not None:
+                return found
+    else:
+        names = table_columns(source)
     if names is None:
         return None
     found = choose_uri_column(names, uri_column)

@@ -47,7 +47,7 @@ from curation.storage import io
 from curation.storage.shards import ShardWriter, shard_dir, shard_index, sniff_extension
 
 __all__ = ["ARROW_EXTENSIONS", "EMBEDDED_EXTENSIONS", "IMAGE_COLUMN_NAMES", "PIECE_ROWS", "expand_piece",
-           "find_image_column", "hf_saved_dataset", "read_schema", "table_candidates"]
+           "find_image_column", "hf_saved_dataset", "read_ipc", "read_schema", "table_candidates"]
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 ARROW_EXTENSIONS = (".arrow", ".feather", ".ipc")
@@ -110,10 +110,6 @@ def find_image_column(schema: pa.Schema, given: str | None = None) -> str | None
     return binaries[0] if len(binaries) == 1 else None
 
 
-def _open(fs: pafs.FileSystem, path: str):
-    return open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
-
-
 def _ipc_is_file(f) -> bool:
     """Arrow IPC file format (random access, `ARROW1` magic) rather than the stream format
     (what `datasets.save_to_disk` writes)."""
@@ -122,9 +118,14 @@ def _ipc_is_file(f) -> bool:
     return head == _IPC_FILE_MAGIC
 
 
+def read_ipc(f) -> pa.Table:
+    """A whole Arrow IPC file, in either the file or the stream format."""
+    return pa.ipc.open_file(f).read_all() if _ipc_is_file(f) else pa.ipc.open_stream(f).read_all()
+
+
 def read_schema(fs: pafs.FileSystem, path: str) -> pa.Schema:
     """The Arrow schema of a Parquet or Arrow IPC file, from its footer or first message."""
-    with _open(fs, path) as f:
+    with io.open_input(fs, path) as f:
         if path.lower().endswith(".parquet"):
             return pq.read_schema(f)
         if _ipc_is_file(f):
@@ -137,7 +138,7 @@ def hf_saved_dataset(fs: pafs.FileSystem, directory: str) -> tuple[list[str], st
     `.arrow` files; other `.arrow` files there, such as map caches, are not data), or None."""
     state = posixpath.join(directory, "state.json")
     try:
-        with _open(fs, state) as f:
+        with io.open_input(fs, state) as f:
             meta = json.loads(f.read())
         files = [posixpath.join(directory, d["filename"]) for d in meta["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError):
@@ -151,7 +152,7 @@ def _pieces(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]]:
     the whole file for Arrow IPC (its row count is in no footer)."""
     if not path.lower().endswith(".parquet"):
         return [{"format": "ipc", "first_row": 0}]
-    with _open(fs, path) as f:
+    with io.open_input(fs, path) as f:
         meta = pq.ParquetFile(f).metadata
     out: list[dict[str, Any]] = []
     groups: list[int] = []
@@ -184,7 +185,7 @@ def table_candidates(table_uri: str, fs: pafs.FileSystem, path: str, image_colum
 
 def _batches(fs: pafs.FileSystem, path: str, piece: dict[str, Any]) -> Iterator[pa.RecordBatch]:
     """The piece's rows, `_BATCH_ROWS` at a time (never the whole table in memory)."""
-    with _open(fs, path) as f:
+    with io.open_input(fs, path) as f:
         if piece["format"] == "parquet":
             yield from pq.ParquetFile(f).iter_batches(batch_size=_BATCH_ROWS, row_groups=piece["row_groups"])
         elif _ipc_is_file(f):

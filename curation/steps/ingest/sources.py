@@ -411,7 +411,7 @@ def _img2dataset_tables(fs: pafs.FileSystem, files: list[str],
         if not f.endswith(".parquet") or f[:-len(".parquet")] not in stems:
             continue
         try:
-            with _open(fs, f) as fh:
+            with io.open_input(fs, f) as fh:
                 pf = pq.ParquetFile(fh)
                 names = pf.schema_arrow.names
                 if not all(c in names for c in IMG2DATASET_REQUIRED):
@@ -537,22 +537,17 @@ def read_table_file(fs: pafs.FileSystem, path: str) -> pa.Table:
     """The whole table with pyarrow (fast path). Raises pa.ArrowInvalid on a malformed file,
     including a CSV row with the wrong number of fields or a row over TABLE_BLOCK_BYTES."""
     lower = path.lower()
-    with _open(fs, path) as f:
+    with io.open_input(fs, path) as f:
         if lower.endswith(".parquet"):
             return pq.read_table(f)
         if lower.endswith(embedded.ARROW_EXTENSIONS):
-            return pa.ipc.open_file(f).read_all() if embedded._ipc_is_file(f) else pa.ipc.open_stream(f).read_all()
+            return embedded.read_ipc(f)
         if lower.endswith(".csv"):
             # Invalid UTF-8 is not checked here: `_records` finds it per cell, and only then
             # re-reads the file with the line reader.
             return pacsv.read_csv(f, read_options=pacsv.ReadOptions(block_size=TABLE_BLOCK_BYTES),
                                   convert_options=pacsv.ConvertOptions(check_utf8=False))
         return pajson.read_json(f, read_options=pajson.ReadOptions(block_size=TABLE_BLOCK_BYTES))
-
-
-def _open(fs: pafs.FileSystem, path: str):
-    """A readable file; local files through Python, which takes names that are not UTF-8."""
-    return open(path, "rb") if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
 
 
 Record = tuple[int, "dict[str, Any] | None", "str | None"]  # (line number, row, problem)
@@ -574,7 +569,7 @@ def _read_records(fs: pafs.FileSystem, path: str) -> tuple[list[str], list[Recor
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if lower.endswith(embedded.EMBEDDED_EXTENSIONS):
             raise SourceError(f"cannot read source table {io.printable(path)}: {exc}") from None
-    with _open(fs, path) as f:
+    with io.open_input(fs, path) as f:
         data = f.read()
     if lower.endswith(".csv"):
         return _csv_records(data)
