@@ -79,6 +79,7 @@ def test_export_before_profile_and_unknown_stage(ray_session, demo_lake, tmp_pat
     ingest(lake, IngestConfig(source=str(src)))
     s = export(lake, "x", StageConfig())
     assert s.rows_out == 0 and s.notes["removed_per_rule"] == {"error": 1}
+    assert s.notes["sample"].startswith("none: every item was filtered")
     assert evaluate(lake, StageConfig()).table["error"].to_pylist() == [NOT_PROFILED]
     with pytest.raises(ConfigError, match="unknown stage"):
         demo_lake["spec"].stage("nope")

@@ -7,7 +7,8 @@
     curate dedup LAKE [--spec SPEC]
     curate search LAKE (--text T | --image PATH) [-k N] [--encoder NAME] [--json]
     curate prune LAKE (--text T | --image PATH)... --reason R [--min-similarity S] [--apply]
-    curate export LAKE --stage NAME [--out DIR] [--spec SPEC]
+    curate export LAKE --stage NAME [--out DIR] [--epoch E] [--size N] [--seed K] [--spec SPEC]
+    curate sample LAKE --stage NAME [--out DIR] [--epoch E] [--size N] [--seed K] [--spec SPEC]
     curate kg build LAKE (--xml DUMP | --page DUMP --pagelinks DUMP [--linktarget DUMP] [--redirect DUMP])
                          [--pagerank-percentile P] [--min-pagerank S] [--judgments FILE] [--no-rules]
     curate kg augment LAKE [--prompts FILE] [--trending FILE] [--levels K1,K2,...]
@@ -167,8 +168,12 @@ def _demo(args: argparse.Namespace) -> int:
               f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
     write_demo_wiki(os.path.join(workdir, "wiki"))
     summaries = run_job(spec)
-    manifest = summaries[-1].notes.get("manifest")
-    print(f"\nlake: {spec.lake}\nmanifest: {manifest}\ninspect: curate status {spec.lake}")
+    print(f"\nlake: {spec.lake}")
+    for s in summaries:
+        if s.step == "export":
+            print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
+                  f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")
+    print(f"inspect: curate status {spec.lake}")
     return 0
 
 
@@ -275,11 +280,31 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", required=True, help="stage name defined in the spec")
+    p.add_argument("--epoch", type=int, default=None, help="epoch to draw (default 0); with the seed it fixes the draw")
+    p.add_argument("--size", type=_positive_int, help="items to draw (default: the stage's sample.size, else "
+                                                      "as many as the mixture allows without repeats)")
+    p.add_argument("--seed", type=int, help="seed (default: the stage's sample.seed)")
+
+
+def _stage_options(a: argparse.Namespace) -> dict[str, Any]:
+    return {"stage": a.stage, "out": a.out, "epoch": a.epoch, "size": a.size, "seed": a.seed}
+
+
 def _add_export(sub) -> None:
     p = _step_parser(sub, "export", "export")
-    p.add_argument("--stage", required=True, help="stage name defined in the spec")
-    p.add_argument("--out", help="also write manifest.parquet and _manifest.json to this directory")
-    p.set_defaults(handler=lambda a: _run_step_command(a, options={"stage": a.stage, "out": a.out}))
+    _stage_args(p)
+    p.add_argument("--out", help="also write manifest.parquet, the sample, the batch plan and _manifest.json here")
+    p.set_defaults(handler=lambda a: _run_step_command(a, options=_stage_options(a)))
+
+
+def _add_sample(sub) -> None:
+    p = _step_parser(sub, "sample", "sample")
+    _stage_args(p)
+    p.add_argument("--out", help="write samples-e<epoch>.parquet and batches-e<epoch>.parquet here "
+                                 "(default: the manifest's export directory in the lake)")
+    p.set_defaults(handler=lambda a: _run_step_command(a, options=_stage_options(a)))
 
 
 def _add_kg(sub) -> None:
@@ -354,10 +379,11 @@ def _add_generic_steps(sub) -> None:
             _step_parser(sub, entry.name, entry.name).set_defaults(handler=_run_step_command)
 
 
-_STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "kg-build", "kg-augment", "kg-weights"}
+_STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "sample", "kg-build", "kg-augment",
+                        "kg-weights"}
 
 COMMANDS: list[Callable[[Any], None]] = [
-    _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export,
+    _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export, _add_sample,
     _add_kg, *LAKE_COMMANDS, _add_run, _add_generic_steps,
 ]
 

@@ -62,8 +62,8 @@ def check_name(name: str, where: str, kind: str = "name") -> None:
 class StepSpec:
     """One step of a job: `step` is a registered step name (`curation.steps.registry`); the
     other fields are per-step options, each accepted by the steps that declare it: ingest
-    takes source/name/uri_column/image_column (overriding the `ingest:` section), export takes
-    stage/out."""
+    takes source/name/uri_column/image_column (overriding the `ingest:` section), export and
+    sample take stage/out/epoch/size/seed (size and seed override the stage's `sample:`)."""
 
     step: str
     source: str | list[str] | None = None
@@ -72,6 +72,9 @@ class StepSpec:
     image_column: str | None = None
     stage: str | None = None
     out: str | None = None
+    epoch: int | None = field(default=None, metadata={"min": 0})
+    size: int | None = field(default=None, metadata={"min": 1})
+    seed: int | None = field(default=None, metadata={"min": 0})
 
     def __post_init__(self) -> None:
         registry.get(self.step)  # ConfigError listing the known steps

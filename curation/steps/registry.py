@@ -238,7 +238,7 @@ def _validate_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:
     from curation.config.spec import check_name
 
     if not step.stage:
-        raise ConfigError(f"{where}: export needs a stage (`stage:` on the step)", where)
+        raise ConfigError(f"{where}: {step.step} needs a stage (`stage:` on the step)", where)
     check_name(step.stage, f"{where}.stage", "stage")
     if step.stage not in spec.stages:
         raise ConfigError(f"{where}.stage: unknown stage {step.stage!r}; the spec defines {sorted(spec.stages)}",
@@ -250,10 +250,16 @@ def _preflight_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:
         from curation.storage.location import check_output_dir
 
         check_output_dir(step.out, f"{where}.out")
+    stage = spec.stage(step.stage)
+    _check_exists(stage.balance.prior, f"stages.{step.stage}.balance.prior", "prior file")
+    tokens = stage.batches.text_tokens
+    if tokens.mode == "tokenizer":
+        _check_exists(tokens.tokenizer, f"stages.{step.stage}.batches.text_tokens.tokenizer", "tokenizer file")
 
 
 def _bind_export(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
-    return (step.stage, spec.stage(step.stage)), {"out": step.out}
+    return (step.stage, spec.stage(step.stage)), {"out": step.out, "epoch": step.epoch or 0,
+                                                  "size": step.size, "seed": step.seed}
 
 
 def _validate_kg_build(spec: "JobSpec", step: "StepSpec", where: str) -> None:
@@ -331,9 +337,17 @@ register(Step(
     validate=_validate_dedup))
 register(Step(
     name="export", run="curation.steps.export.export:export", section="stages",
-    help="apply a stage's rules and dedup, write its Parquet manifest",
-    reads=("pool", "profiles", "scores", "dedup", "removals", "weights"), writes=("manifests/<stage>",),
-    options=("stage", "out"), validate=_validate_export, preflight=_preflight_export, bind=_bind_export))
+    help="apply a stage's rules and dedup, write its manifest, sample and batch plan",
+    reads=("pool", "profiles", "scores", "dedup", "removals", "weights", "captions", "edit_pairs", "kg_nodes"),
+    writes=("manifests/<stage>", "samples/<stage>", "batches/<stage>"),
+    options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
+    bind=_bind_export))
+register(Step(
+    name="sample", run="curation.steps.sampling.sample:sample", section="stages",
+    help="draw one epoch of a stage from its manifest (balanced, mixed) and plan its batches",
+    reads=("manifests/<stage>", "kg_nodes"), writes=("samples/<stage>", "batches/<stage>"),
+    options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
+    bind=_bind_export))
 register(Step(
     name="kg-build", run="curation.steps.kg.steps:kg_build", section="kg.build", needs_ray=False,
     help="knowledge graph from Wikipedia dumps",

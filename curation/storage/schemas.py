@@ -31,7 +31,8 @@ from operators.base import Operator, field
 __all__ = [
     "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
     "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
-    "embeddings_table", "graph_edges_table", "manifest_table",
+    "EDIT_PAIRS", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
+    "EDIT_PAIRS_SCHEMA", "SAMPLES_SCHEMA", "BATCHES_SCHEMA",
     "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
     "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
 ]
@@ -51,6 +52,7 @@ REMOVALS = "removals"
 KG_NODES = "kg_nodes"
 KG_EDGES = "kg_edges"
 WEIGHTS = "weights"
+EDIT_PAIRS = "edit_pairs"
 
 
 def embeddings_table(encoder: str) -> str:
@@ -107,6 +109,15 @@ BUCKET_FIELDS = (
     field("seq_len", pa.int32(), "image tokens at the bucket size: (H/(vae·patch))·(W/(vae·patch))"),
 )
 MANIFEST_KEY_FIELDS = (ID, URI, BYTE_OFFSET, BYTE_SIZE, CAPTION, CAPTION_FIELDS, TAGS)
+KIND = field("kind", pa.string(), "'t2i' (an image and its text) or 'i2i' (an edit pair: source image -> this image)")
+PAIR_FIELDS = (
+    field("source_id", pa.string(), "i2i: the edit pair's input image id; null for t2i"),
+    field("source_uri", pa.string(), "i2i: where the input image's bytes are (as `uri`)"),
+    field("source_byte_offset", pa.int64(), "i2i: offset of the input image inside source_uri's container, bytes"),
+    field("source_byte_size", pa.int64(), "i2i: length of the input image's bytes, bytes"),
+    field("instruction", pa.string(), "i2i: the edit instruction (source -> target)"),
+    field("pair_kind", pa.string(), "i2i: how the pair was made (expert, inverse, mixed, video, render)"),
+)
 SCORE_KEY_FIELDS = (ID, ERROR, field("score_producer", pa.string(), "encoders and heads (with weight files) that produced the row"))
 DEDUP_KEY_FIELDS = (
     ID,
@@ -133,7 +144,7 @@ def profile_schema(operators: Iterable[type[Operator]]) -> pa.Schema:
 
 def manifest_schema(feature_fields: Iterable[pa.Field]) -> pa.Schema:
     """Schema of `manifests/<stage>`: keys, caption, bucket and sequence length, then features."""
-    fields = list(MANIFEST_KEY_FIELDS) + list(BUCKET_FIELDS)
+    fields = list(MANIFEST_KEY_FIELDS) + list(BUCKET_FIELDS) + [KIND, *PAIR_FIELDS]
     seen = {f.name for f in fields}
     fields += [f for f in feature_fields if f.name not in seen and f.name not in ("error", "profile_producer")]
     return pa.schema(fields)
@@ -192,6 +203,52 @@ GRAPH_EDGES_SCHEMA = pa.schema([
 ])
 
 
+EDIT_PAIRS_SCHEMA = pa.schema([
+    field("pair_id", pa.string(), "sha256 of source id, target id and kind, lowercase hex"),
+    field("group_id", pa.string(), "the group the pair was built from (an original and its edits, a video shot)"),
+    field("source_id", pa.string(), "pool id of the input image"),
+    field("target_id", pa.string(), "pool id of the edited image"),
+    field("kind", pa.string(), "expert, inverse, mixed, video or render"),
+    field("instruction", pa.string(), "the edit instruction; null while pending"),
+    field("instruction_source", pa.string(), "known, composed, vlm or pending"),
+    field("similarity", pa.float32(), "cosine similarity of the two images' embeddings, [-1, 1]"),
+    field("tasks", pa.list_(pa.string()), "the edit task(s) involved"),
+    field("provenance_json", pa.string(), "generator version, source video and timestamps, render parameters (JSON)"),
+    ERROR,
+])
+
+SAMPLES_SCHEMA = pa.schema([
+    ID,
+    field("epoch", pa.int32(), "the epoch drawn"),
+    field("seed", pa.int64(), "the seed drawn with (with stage and epoch it fixes every choice)"),
+    field("source", pa.string(), "the stage source (mixture component) the item was drawn from"),
+    KIND,
+    field("weight", pa.float64(), "the item's balancing weight within its source (relative)"),
+    field("key", pa.float64(), "the A-ES key ln(u)/weight that ranked it (larger: drawn earlier)"),
+    field("concept", pa.int64(), "the knowledge-graph node the item represents in the concept marginal; null: none"),
+    field("concept_title", pa.string(), "that node's title"),
+    field("caption_level", pa.string(), "the text chosen: long, medium, short, tags, prompt, raw, field:<name>, "
+                                        "instruction, source_tags or none"),
+    field("caption", pa.string(), "the chosen text"),
+    field("bucket_height", pa.int32(), "training height, px"),
+    field("bucket_width", pa.int32(), "training width, px"),
+    field("seq_len", pa.int32(), "tokens: ceil_m(image tokens) + ceil_m(caption tokens), m = pad_multiple"),
+])
+
+BATCHES_SCHEMA = pa.schema([
+    field("batch", pa.int64(), "global batch index in consumption order (rank r of W takes r, r+W, ...)"),
+    field("position", pa.int32(), "position inside the batch"),
+    ID,
+    KIND,
+    field("caption", pa.string(), "the text to train on"),
+    field("caption_level", pa.string(), "which text it is (see samples/<stage>)"),
+    field("bucket_height", pa.int32(), "training height, px"),
+    field("bucket_width", pa.int32(), "training width, px"),
+    field("seq_len", pa.int32(), "tokens (image + caption, padded)"),
+    field("epoch", pa.int32(), "the epoch planned"),
+])
+
+
 # ---- the catalogue -----------------------------------------------------------------------
 
 # the <part> of a family member: what curation.config.spec.check_name accepts (no '/', no '..')
@@ -200,6 +257,16 @@ _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 def _valid_part(part: str) -> bool:
     return bool(_PART.fullmatch(part or "")) and ".." not in part
+
+
+def samples_table(stage: str) -> str:
+    """`samples/<stage>`."""
+    return table_spec("samples/<stage>").instance(stage)
+
+
+def batches_table(stage: str) -> str:
+    """`batches/<stage>`."""
+    return table_spec("batches/<stage>").instance(stage)
 
 
 @dataclass(frozen=True)
@@ -410,6 +477,16 @@ CATALOG: tuple[TableSpec, ...] = (
               "what a trainer reads for one stage: kept items with captions, resolution bucket, sequence "
               "length and the profile / score / weight features (also written as a plain Parquet file)",
               "curation.steps.export.export.export (curate export)", builder=manifest_schema),
+    _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
+           "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
+           "the edit-pair builder (curate pairs)"),
+    _fixed("samples/<stage>", ("id",), SAMPLES_SCHEMA,
+           "one epoch's draw of a stage: items, balancing weight, concept, chosen caption (overwritten per draw; "
+           "the commit records the manifest, weights and graph versions)",
+           "curation.steps.sampling.sample.sample (curate sample, curate export)"),
+    _fixed("batches/<stage>", ("id",), BATCHES_SCHEMA,
+           "the token-budget batch plan of a stage's sample, in consumption order",
+           "curation.steps.sampling.sample.sample (curate sample, curate export)"),
 )
 
 

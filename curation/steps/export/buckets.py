@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BucketConfig", "make_buckets", "assign_buckets", "seq_len"]
+__all__ = ["BucketConfig", "assign_buckets", "make_buckets", "map_resolution", "seq_len"]
 
 
 @dataclass
@@ -131,3 +131,28 @@ def seq_len(bh, bw, cfg: BucketConfig):
     p = cfg.patch_px
     tokens = (np.asarray(bh, dtype=np.int64) // p) * (np.asarray(bw, dtype=np.int64) // p)
     return int(tokens) if tokens.ndim == 0 else tokens
+
+
+def map_resolution(height, width, min_long: int, max_long: int, multiple: int, max_aspect: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The resolution-mapping function of arbitrary-resolution stages: native size -> training size.
+
+    height, width: native sizes, px (array-like, > 0). The aspect is clipped to max_aspect (the
+    long side is shortened: the trainer crops the excess), the long side L is clamped to
+    [min_long, max_long] and both sides are scaled by clamp(L) / L, then rounded to the nearest
+    multiple of `multiple` px (the patch grid), at least one multiple. Returns int64 arrays
+    (training_height, training_width). Examples (multiple 16, range 512–1536): 4000×3000 ->
+    1536×1152; 300×200 -> 512×336; 1000×1000 -> 1008×1008 (rounded to the grid).
+    """
+    h = np.asarray(height, dtype=np.float64)
+    w = np.asarray(width, dtype=np.float64)
+    if np.any(~(np.isfinite(h) & np.isfinite(w) & (h > 0) & (w > 0))):
+        raise ValueError("images have a missing, zero or negative side; filter them first")
+    short = np.minimum(h, w)
+    long_ = np.minimum(np.maximum(h, w), short * max_aspect)
+    portrait = h >= w
+    h, w = np.where(portrait, long_, h), np.where(portrait, w, long_)
+    scale = np.clip(long_, min_long, max_long) / long_
+    th = np.maximum(np.rint(h * scale / multiple), 1).astype(np.int64) * multiple
+    tw = np.maximum(np.rint(w * scale / multiple), 1).astype(np.int64) * multiple
+    return th, tw

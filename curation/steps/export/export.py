@@ -2,11 +2,14 @@
 
 `evaluate()` joins pool and profiles and gives every row its fate (`keep`, `reason`): the
 first failing rule, then pHash near-duplicates among the survivors (one keeper per group by
-the stage's quality key, never by input order). `export()` writes the kept rows with their
-resolution bucket and sequence length to the Delta table `manifests/<stage>` (its commit
-records the versions of every table it read) and, for trainers that do not read Delta, as a
-plain `manifest.parquet` with `_manifest.json` beside it (counts per rule, the stage spec, the
-producers) in `--out DIR`, or in `<lake>/_exports/<stage>/v<version>/` without one.
+the stage's quality key, never by input order). `export()` writes the kept rows (and, when a
+stage source draws from `edit_pairs`, the pairs whose two images pass) with their training
+size and sequence length to the Delta table `manifests/<stage>` (its commit records the
+versions of every table it read), then draws the stage's sample and batch plan
+(`curation.steps.sampling.sample`), and, for trainers that do not read Delta, writes
+`manifest.parquet`, `samples-e<epoch>.parquet`, `batches-e<epoch>.parquet` and `_manifest.json`
+(counts per rule, the stage spec, the balancing report, the producers) in `--out DIR`, or in
+`<lake>/_exports/<stage>/v<version>/` without one.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.storage import io, schemas
-from curation.steps.export.buckets import BucketConfig, assign_buckets, make_buckets, seq_len
+from curation.steps.export.buckets import BucketConfig, assign_buckets, make_buckets, map_resolution, seq_len
 from curation.config.typed import to_dict
+from curation.steps.export.pairs import pair_rows
+from curation.steps.sampling.config import (
+    BalanceConfig, BatchConfig, CaptionPolicy, ResolutionConfig, SampleConfig, SourceSpec,
+)
 from curation.storage.lake import Lake
 from curation.steps.export.neardup import NearDupConfig, mark_near_duplicates, signal_columns
 from curation.steps.export.rules import RulesConfig, apply_rules
@@ -32,7 +39,8 @@ from curation.steps.summary import StepSummary
 
 EXPORTS_DIR = "_exports"  # plain-Parquet copies of manifests inside the lake (not a table)
 
-POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags"]
+POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags", "sources"]
+CAPTIONS = "captions"  # the VLM captioner's table: one column per caption level
 NEAR_DUPLICATE = "phash_near_duplicate"
 DUPLICATE = "duplicate"  # the lake's dedup decision (semantic + pHash groups)
 REMOVED = "removed"      # a recorded removal (takedown, query pruning)
@@ -42,13 +50,43 @@ NOT_PROFILED = "profile: not profiled yet (run `curate profile`)"
 
 @dataclass
 class StageConfig:
-    """One training stage's selection: rules, pHash near-dup policy and resolution buckets."""
+    """One training stage: what is eligible (rules, near-dup policy, lake decisions), at which
+    training size (bucket set, or the resolution-mapping function when `resolution` is set),
+    what is drawn each epoch (sources and their mixture weights, concept balancing, caption
+    policy, sample size) and how it is batched (token budget). See
+    `curation.steps.sampling.config` for the sampling sections.
+
+    synthetic_factor: multiplies the mixture weight of sources marked `synthetic` (the editing
+        stage down-weights rendered-text pairs), (0, 1].
+    """
 
     rules: RulesConfig = field(default_factory=RulesConfig)
     neardup: NearDupConfig = field(default_factory=NearDupConfig)
     buckets: BucketConfig = field(default_factory=BucketConfig)
+    resolution: ResolutionConfig | None = None
     apply_dedup: bool = True      # drop items the lake's `dedup` decision marks as duplicates
     apply_removals: bool = True   # drop items recorded in `removals` (takedowns, query pruning)
+    sources: list[SourceSpec] = field(default_factory=list)
+    synthetic_factor: float = field(default=1.0, metadata={"gt": 0, "max": 1})
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    captions: CaptionPolicy = field(default_factory=CaptionPolicy)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    batches: BatchConfig = field(default_factory=BatchConfig)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources: names must be distinct, got {names}")
+
+    def training_size(self, height, width):
+        """(height, width) px to train each image at: the nearest-aspect bucket, or the
+        resolution-mapping function's size when `resolution` is set."""
+        h = np.asarray(height, dtype=np.int64)
+        w = np.asarray(width, dtype=np.int64)
+        if self.resolution is not None:
+            r = self.resolution
+            return map_resolution(h, w, r.min_long, r.max_long, r.multiple or self.buckets.patch_px, r.max_aspect)
+        return assign_buckets(h, w, make_buckets(self.buckets))
 
 
 @dataclass
@@ -92,10 +130,14 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         table = _left_join(table, scores.drop_columns(["score_producer"]), "id")
         table = table.set_column(table.schema.get_field_index("error"), "error",
                                  pc.coalesce(table["error"], table["score_error"])).drop_columns(["score_error"])
-    if lake.exists("weights"):  # the knowledge graph's sampling weight travels to the manifest
+    if lake.exists("weights"):  # the knowledge graph's weight and concepts travel to the manifest
         producers["weights"] = _producer(lake, "weights")
-        table = _left_join(table, lake.read("weights", columns=["id", "weight"],
-                                            version=producers["weights"]["table_version"]), "id")
+        weights = lake.read("weights", columns=["id", "weight", "bm25", "nodes"],
+                            version=producers["weights"]["table_version"])
+        table = _left_join(table, weights.rename_columns(["id", "weight", "bm25", "concepts"]), "id")
+    if lake.exists(CAPTIONS):
+        producers[CAPTIONS] = _producer(lake, CAPTIONS)
+        table = _left_join(table, _caption_levels(lake.read(CAPTIONS, version=producers[CAPTIONS]["table_version"])), "id")
     table = _with_original_size(table).sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)
@@ -127,6 +169,20 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     table = table.append_column("keep", pa.array(keep)).append_column("reason", pa.array(reason, pa.string()))
     table = table.append_column("dup_group", pa.array(dup_group, pa.string()))
     return Evaluation(table, removed, collapsed, producers)
+
+
+def _caption_levels(captions: pa.Table) -> pa.Table:
+    """`caption_<level>` text columns from the captions table (list levels joined by ', ')."""
+    from curation.steps.sampling.captions import level_column
+
+    cols = {"id": captions["id"]}
+    for level in ("long", "medium", "short", "tags", "prompt"):
+        if level in captions.column_names:
+            col = captions[level]
+            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                col = pa.array([", ".join(v for v in x if v) if x else None for x in col.to_pylist()], pa.string())
+            cols[level_column(level)] = col
+    return pa.table(cols)
 
 
 def _decision_masks(table: pa.Table) -> dict[str, np.ndarray]:
@@ -190,25 +246,55 @@ def _producer(lake: Lake, table: str) -> dict:
     return {"table_version": rec.version, "rows": rec.rows, **rec.producer}
 
 
-def build_manifest(ev: Evaluation, stage: StageConfig) -> pa.Table:
-    """Kept rows with bucket (height, width) and seq_len, in the manifest schema."""
-    kept = ev.table.filter(ev.table["keep"])
-    buckets = make_buckets(stage.buckets)
-    h = kept["height"].to_numpy(zero_copy_only=False) if kept.num_rows else np.zeros(0)
-    w = kept["width"].to_numpy(zero_copy_only=False) if kept.num_rows else np.zeros(0)
-    bh, bw = assign_buckets(np.asarray(h, dtype=np.int64), np.asarray(w, dtype=np.int64), buckets)
-    kept = kept.append_column("bucket_height", pa.array(np.asarray(bh, dtype=np.int32)))
-    kept = kept.append_column("bucket_width", pa.array(np.asarray(bw, dtype=np.int32)))
-    kept = kept.append_column("seq_len", pa.array(np.asarray(seq_len(bh, bw, stage.buckets), dtype=np.int32)))
+def build_manifest(ev: Evaluation, stage: StageConfig, pairs: pa.Table | None = None) -> pa.Table:
+    """Kept rows (kind t2i) and usable edit pairs (kind i2i, `pairs.pair_rows`) with training
+    size (bucket_height, bucket_width) and image seq_len, in the manifest schema."""
     internal = {"keep", "reason", "dup_group", "uris", "dedup_keep", "dedup_group_size", "removal_reason", "extra_json"}
     profile_fields = [f for f in ev.table.schema if f.name not in internal]
-    return schemas.conform(kept, schemas.manifest_schema(profile_fields))
+    schema = schemas.manifest_schema(profile_fields)
+    kept = ev.table.filter(ev.table["keep"])
+    parts = [kept.append_column("kind", pa.array(["t2i"] * kept.num_rows, pa.string()))]
+    if pairs is not None and pairs.num_rows:
+        parts.append(pairs)
+    out = []
+    for part in parts:
+        h = part["height"].to_numpy(zero_copy_only=False) if part.num_rows else np.zeros(0)
+        w = part["width"].to_numpy(zero_copy_only=False) if part.num_rows else np.zeros(0)
+        bh, bw = stage.training_size(h, w)
+        part = part.append_column("bucket_height", pa.array(np.asarray(bh, dtype=np.int32)))
+        part = part.append_column("bucket_width", pa.array(np.asarray(bw, dtype=np.int32)))
+        part = part.append_column("seq_len", pa.array(np.asarray(seq_len(bh, bw, stage.buckets), dtype=np.int32)))
+        out.append(schemas.conform(part, schema))
+    return pa.concat_tables(out)
 
 
-def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = None) -> StepSummary:
+def stage_pairs(lake: Lake, ev: Evaluation, stage: StageConfig, stage_name: str) -> tuple[pa.Table | None, dict]:
+    """The stage's image-to-image rows when a source draws from `edit_pairs`, and notes
+    (pairs left out by reason; optional sources skipped because the lake has no pairs)."""
+    wanted = [s for s in stage.sources if s.table == schemas.EDIT_PAIRS]
+    if not wanted:
+        return None, {}
+    if not lake.exists(schemas.EDIT_PAIRS):
+        required = [s.name for s in wanted if not s.optional]
+        if required:
+            raise ValueError(f"stage {stage_name!r}: source(s) {', '.join(required)} draw from the table "
+                             f"{schemas.EDIT_PAIRS!r}, which lake {lake.uri} does not have yet: build edit pairs "
+                             "first (`curate pairs`), or mark the source `optional: true`")
+        return None, {"skipped_sources": {s.name: f"lake has no {schemas.EDIT_PAIRS} table" for s in wanted}}
+    ev.producers[schemas.EDIT_PAIRS] = _producer(lake, schemas.EDIT_PAIRS)
+    pairs = lake.read(schemas.EDIT_PAIRS, version=ev.producers[schemas.EDIT_PAIRS]["table_version"])
+    rows, left_out = pair_rows(ev.table, pairs)
+    return rows, {"pairs": {"usable": rows.num_rows, "left_out": left_out}}
+
+
+def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = None, *, epoch: int = 0,
+           size: int | None = None, seed: int | None = None) -> StepSummary:
+    from curation.steps.sampling.sample import batches_line, draw_and_write
+
     t0 = time.perf_counter()
     ev = evaluate(lake, stage)
-    manifest = build_manifest(ev, stage)
+    pairs, pair_notes = stage_pairs(lake, ev, stage, stage_name)
+    manifest = build_manifest(ev, stage, pairs)
     table = schemas.manifest_table(stage_name)
     info = {
         "stage": stage_name,
@@ -218,6 +304,7 @@ def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = No
         "output_count": manifest.num_rows,
         "exact_duplicates_collapsed": ev.exact_duplicates_collapsed,
         "buckets": _bucket_histogram(manifest),
+        **pair_notes,
         "spec": to_dict(stage),
         "producers": ev.producers,
     }
@@ -231,13 +318,23 @@ def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = No
     plain = out or posixpath.join(lake.uri.rstrip("/"), EXPORTS_DIR, stage_name, f"v{commit.version:08d}")
     fs, plain_path = io.resolve(plain)
     fs.create_dir(plain_path, recursive=True)
-    pq.write_table(manifest, posixpath.join(plain_path, "manifest.parquet"), filesystem=fs, compression="zstd")
+    meta = {b"curation.manifest_version": str(commit.version).encode(), b"curation.stage": stage_name.encode()}
+    pq.write_table(manifest.replace_schema_metadata({**(manifest.schema.metadata or {}), **meta}),
+                   posixpath.join(plain_path, "manifest.parquet"), filesystem=fs, compression="zstd")
+    notes = {"stage": stage_name, "removed_per_rule": ev.removed_per_rule,
+             "exact_duplicates_collapsed": ev.exact_duplicates_collapsed,
+             "manifest": posixpath.join(plain, "manifest.parquet"), **pair_notes}
+    if manifest.num_rows:
+        drawn = draw_and_write(lake, stage_name, stage, commit.version, size=size, epoch=epoch, seed=seed, out=plain)
+        info["sample"] = drawn.report
+        notes.update({"sample": f"{drawn.samples.num_rows} items (epoch {epoch})",
+                      "balance": drawn.report["balance"]["line"], "batches": batches_line(drawn.report),
+                      "plan": drawn.report["files"][1]})
+    else:  # the empty manifest is still written: its counts say why every item went
+        info["sample"] = notes["sample"] = "none: every item was filtered, nothing to sample"
     with fs.open_output_stream(posixpath.join(plain_path, "_manifest.json")) as f:
         f.write(json.dumps(info, indent=1, default=str).encode())
-    location = posixpath.join(plain, "manifest.parquet")
-    return StepSummary("export", ev.table.num_rows, manifest.num_rows, time.perf_counter() - t0,
-                       notes={"stage": stage_name, "removed_per_rule": ev.removed_per_rule,
-                              "exact_duplicates_collapsed": ev.exact_duplicates_collapsed, "manifest": location})
+    return StepSummary("export", ev.table.num_rows, manifest.num_rows, time.perf_counter() - t0, notes=notes)
 
 
 def _bucket_histogram(manifest: pa.Table) -> dict[str, int]:
