@@ -142,7 +142,8 @@ def map_resolution(height, width, min_long: int, max_long: int, multiple: int, m
     [min_long, max_long] and both sides are scaled by clamp(L) / L, then rounded to the nearest
     multiple of `multiple` px (the patch grid), at least one multiple. Returns int64 arrays
     (training_height, training_width). Examples (multiple 16, range 512–1536): 4000×3000 ->
-    1536×1152; 300×200 -> 512×336; 1000×1000 -> 1008×1008 (rounded to the grid).
+    1536×1152; 300×200 -> 512×336; 1000×1000 -> 1008×1008 (rounded to the grid); 4000×1000
+    (aspect 4, clipped to 3) -> 1536×512.
     """
     h = np.asarray(height, dtype=np.float64)
     w = np.asarray(width, dtype=np.float64)
@@ -153,6 +154,7 @@ def map_resolution(height, width, min_long: int, max_long: int, multiple: int, m
     portrait = h >= w
     h, w = np.where(portrait, long_, h), np.where(portrait, w, long_)
     scale = np.clip(long_, min_long, max_long) / long_
-    th = np.maximum(np.rint(h * scale / multiple), 1).astype(np.int64) * multiple
-    tw = np.maximum(np.rint(w * scale / multiple), 1).astype(np.int64) * multiple
+    # half up (not numpy's half-to-even), so 1000 px on a 16 px grid is 1008, not 992
+    th = np.maximum(np.floor(h * scale / multiple + 0.5), 1).astype(np.int64) * multiple
+    tw = np.maximum(np.floor(w * scale / multiple + 0.5), 1).astype(np.int64) * multiple
     return th, tw

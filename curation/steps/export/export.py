@@ -289,9 +289,10 @@ def stage_pairs(lake: Lake, ev: Evaluation, stage: StageConfig, stage_name: str)
 
 def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = None, *, epoch: int = 0,
            size: int | None = None, seed: int | None = None) -> StepSummary:
-    from curation.steps.sampling.sample import batches_line, draw_and_write
+    from curation.steps.sampling.sample import batches_line, check_stage, draw_and_write
 
     t0 = time.perf_counter()
+    concepts = check_stage(lake, stage_name, stage)
     ev = evaluate(lake, stage)
     pairs, pair_notes = stage_pairs(lake, ev, stage, stage_name)
     manifest = build_manifest(ev, stage, pairs)
@@ -325,7 +326,8 @@ def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = No
              "exact_duplicates_collapsed": ev.exact_duplicates_collapsed,
              "manifest": posixpath.join(plain, "manifest.parquet"), **pair_notes}
     if manifest.num_rows:
-        drawn = draw_and_write(lake, stage_name, stage, commit.version, size=size, epoch=epoch, seed=seed, out=plain)
+        drawn = draw_and_write(lake, stage_name, stage, commit.version, size=size, epoch=epoch, seed=seed, out=plain,
+                               concepts=concepts)
         info["sample"] = drawn.report
         notes.update({"sample": f"{drawn.samples.num_rows} items (epoch {epoch})",
                       "balance": drawn.report["balance"]["line"], "batches": batches_line(drawn.report),

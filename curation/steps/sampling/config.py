@@ -175,8 +175,8 @@ class ResolutionConfig:
 class TextTokens:
     """Caption tokens in a sequence (the single-stream transformer sees image and text tokens).
 
-    mode: none (image tokens only); estimate (one token per CJK character, one per
-        `chars_per_token` other characters, plus one per word boundary ignored); tokenizer (a
+    mode: none (image tokens only); estimate (one token per CJK character, plus the other
+        characters / `chars_per_token`, rounded up); tokenizer (a
         Hugging Face `tokenizer.json` at `tokenizer`, read with the `tokenizers` package).
     max_tokens: the trainer's caption truncation length.
     """

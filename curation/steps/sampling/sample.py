@@ -36,7 +36,7 @@ from curation.steps.sampling.plan import padding_stats, plan_batches
 from curation.steps.sampling.tokens import sequence_lengths
 from curation.steps.summary import StepSummary
 
-__all__ = ["ConceptInfo", "StageDraw", "batches_line", "draw_and_write", "draw_stage", "export_dir", "plain_names",
+__all__ = ["ConceptInfo", "StageDraw", "batches_line", "check_stage", "draw_and_write", "draw_stage", "export_dir", "plain_names",
            "sample", "write_plain"]
 
 DEFAULT_SOURCE = SourceSpec(name="images", table="pool")
@@ -195,7 +195,13 @@ def draw_stage(manifest: pa.Table, stage_name: str, stage, *, size: int | None =
         weight[rows] = res.weight
         per_source[i] = (rows, sub, res)
         available[i] = res.expected_size if res.expected_size is not None else float((res.weight > 0).sum())
-    shares = shares / shares.sum()
+    empty = [i for i in range(len(sources)) if available[i] == 0]
+    required = [sources[i].name for i in empty if not sources[i].optional]
+    if required and len(empty) < len(sources):
+        raise ValueError(f"{where}.sources: {', '.join(required)} select(s) no item of the manifest with a positive "
+                         "weight; fix the source's `where`, or mark it `optional: true` to go on without it")
+    shares[empty] = 0.0  # optional sources with nothing to give (edit pairs not built yet) drop out
+    shares = shares / shares.sum() if shares.sum() > 0 else shares
     n, quotas = _quotas(shares, available, size)
     if n == 0 or quotas.sum() == 0:
         raise ValueError(f"{where}: the sample is empty: no item of the manifest ({manifest.num_rows} rows) is "
@@ -348,14 +354,29 @@ def write_plain(directory: str, result: StageDraw, stage_name: str, manifest_ver
     return written
 
 
+def check_stage(lake: Lake, stage_name: str, stage) -> ConceptInfo:
+    """Checks of a stage against the lake, before anything is read at scale or written: the
+    prior's concepts exist in the graph, the tokenizer loads. Returns the graph's concept info."""
+    info = ConceptInfo.from_lake(lake)
+    where = f"stages.{stage_name}"
+    if stage.balance.mode == "uniform" and stage.balance.prior:
+        info.resolve_prior(stage.balance.prior, f"{where}.balance.prior")
+    if stage.batches.text_tokens.mode == "tokenizer":
+        from curation.steps.sampling.tokens import text_tokens
+
+        text_tokens(["check"], stage.batches.text_tokens)
+    return info
+
+
 def draw_and_write(lake: Lake, stage_name: str, stage, manifest_version: int, *, size: int | None = None,
-                   epoch: int = 0, seed: int | None = None, out: str | None = None) -> StageDraw:
+                   epoch: int = 0, seed: int | None = None, out: str | None = None,
+                   concepts: ConceptInfo | None = None) -> StageDraw:
     """Draw from `manifests/<stage>` at `manifest_version`, write `samples/<stage>`,
     `batches/<stage>`, their plain copies and `_samples-e<epoch>.json` (the report) into `out`
     (default: the manifest's export directory). The report gains `tables` and `files`."""
     name = schemas.manifest_table(stage_name)
     manifest = lake.read(name, version=manifest_version)
-    info = ConceptInfo.from_lake(lake)
+    info = concepts if concepts is not None else ConceptInfo.from_lake(lake)
     result = draw_stage(manifest, stage_name, stage, size=size, epoch=epoch, seed=seed, concepts=info)
     reads = {name: manifest_version, **({schemas.KG_NODES: info.version} if info.version is not None else {})}
     upstream = lake.commit_record(name, manifest_version).reads  # the weights / graph / pool versions behind it
@@ -392,8 +413,9 @@ def sample(lake: Lake, stage_name: str, stage, *, size: int | None = None, epoch
     if not lake.exists(name):
         raise ValueError(f"lake {lake.uri} has no manifest for stage {stage_name!r}: "
                          f"run `curate export {lake.uri} --stage {stage_name}` first")
+    info = check_stage(lake, stage_name, stage)
     mver = lake.version(name)
-    result = draw_and_write(lake, stage_name, stage, mver, size=size, epoch=epoch, seed=seed, out=out)
+    result = draw_and_write(lake, stage_name, stage, mver, size=size, epoch=epoch, seed=seed, out=out, concepts=info)
     rows = lake.commit_record(name, mver).rows
     return StepSummary("sample", rows, result.samples.num_rows, time.perf_counter() - t0, notes={
         "stage": stage_name, "epoch": epoch, "balance": result.report["balance"]["line"],
