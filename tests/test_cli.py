@@ -69,17 +69,24 @@ def test_demo_command(ray_session, tmp_path, capsys):
     assert "random weights (scores are meaningless)" in out
     manifest = tmp_path / "d" / "export" / "lowres" / "manifest.parquet"
     assert f"manifest: {manifest}" in out and pq.read_table(manifest).num_rows > 0
+    assert "stage lowres:" in out and "concepts [weight]" in out and "stage sft:" in out  # each stage's balance line
 
 
 def test_spec_env_expansion_and_packaged_specs(monkeypatch):
     monkeypatch.setenv("CURATE_X", "/data")
     monkeypatch.delenv("CURATE_UNSET", raising=False)
     assert expand_env("${CURATE_X}/a ${CURATE_UNSET:-def} ${CURATE_UNSET}") == "/data/a def "
-    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "score", "dedup", "kg-build", "kg-augment", "kg-weights", "export"]}
+    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "score", "dedup", "kg-build", "kg-augment", "kg-weights", "export", "export"]}
     for name, expected in steps.items():
         spec = load_spec(packaged_spec_path(name))
         assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == expected
     assert [s.step for s in load_spec(packaged_spec_path("score.yaml")).steps] == ["score", "export"]
+    curriculum = load_spec(packaged_spec_path("curriculum.yaml"))
+    assert set(curriculum.stages) == {"lowres", "omni", "sft", "edit-512", "edit-1024"}
+    assert curriculum.stages["omni"].resolution is not None and curriculum.stages["sft"].balance.mode == "uniform"
+    edit = curriculum.stages["edit-512"]
+    assert [s.weight for s in edit.sources] == [4.0, 0.9, 0.1] and edit.synthetic_factor == 0.1
+    assert curriculum.stages["edit-1024"].buckets.resolution == 1024
     with pytest.raises(ConfigError):
         from curation.config.typed import from_dict
         from curation.config.spec import JobSpec

@@ -52,3 +52,10 @@ def test_committed_notebooks_carry_their_outputs():
         assert not [o for o in outputs if o.output_type == "error"], path.name
         assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, f"{path.name}: run notebooks/execute.py"
         assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code" and c.source.strip()), path.name
+
+
+def test_stages_and_batches_notebook(demo_lake, monkeypatch, tmp_path):
+    images, text = _run("04_stages_and_batches.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
+    assert images >= 3  # buckets, batch sizes, concept marginals, one batch's images
+    assert "same sample as the lake True, same plan True" in text and "padding waste" in text
+    assert "concepts [uniform]: normalised entropy" in text and "identical True" in text

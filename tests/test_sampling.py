@@ -15,6 +15,7 @@ from curation.cli.main import main
 from curation.config.typed import ConfigError, from_dict, override
 from curation.steps.export.buckets import map_resolution
 from curation.steps.export.export import StageConfig, export
+from curation.steps.pairs.table import add_pairs
 from curation.steps.sampling.balance import Concepts, assign_concepts, balance_weights, marginal_report
 from curation.steps.sampling.captions import choose_captions
 from curation.steps.sampling.config import BalanceConfig, BatchConfig, CaptionPolicy, TextTokens
@@ -219,8 +220,8 @@ def test_sample_epochs_sizes_and_sources(lake_copy, tmp_path):
     spec = from_dict(StageConfig, {"rules": {"min_side": 64}})
     export(lake_copy, "st", spec, str(tmp_path / "out"))
     a = sample(lake_copy, "st", spec, size=10, epoch=1, seed=5, out=str(tmp_path / "a"))
-    b = sample(lake_copy, "st", spec, size=10, epoch=1, seed=5, out=str(tmp_path / "b"))
-    c = sample(lake_copy, "st", spec, size=10, epoch=2, seed=5, out=str(tmp_path / "c"))
+    sample(lake_copy, "st", spec, size=10, epoch=1, seed=5, out=str(tmp_path / "b"))
+    sample(lake_copy, "st", spec, size=10, epoch=2, seed=5, out=str(tmp_path / "c"))
     read = lambda d: pq.read_table(str(tmp_path / d / "samples-e00001.parquet"))["id"].to_pylist()  # noqa: E731
     assert a.rows_out == 10 and read("a") == read("b")
     assert set(pq.read_table(str(tmp_path / "c" / "samples-e00002.parquet"))["id"].to_pylist()) != set(read("a"))
@@ -247,11 +248,15 @@ def test_edit_pairs_sources(lake_copy, tmp_path):
                                             {"name": "pairs", "table": "edit_pairs", "optional": True}]})
     assert "skipped_sources" in export(lake_copy, "ed", optional).notes
     pool = lake_copy.read("manifests/ed")["id"].to_pylist()
-    pairs = pa.table({"pair_id": _ids(10, "p"), "group_id": ["g"] * 10, "source_id": pool[:10],
-                      "target_id": pool[10:20], "kind": ["expert"] * 10, "instruction": ["make it blue"] * 10})
-    lake_copy.write(schemas.EDIT_PAIRS, schemas.table_spec(schemas.EDIT_PAIRS).conform(pairs), mode="overwrite")
+    pairs = pa.table({"group_id": ["g"] * 11, "source_id": pool[:10] + ["f" * 64],
+                      "target_id": pool[10:21], "kind": ["expert"] * 11, "instruction": ["make it blue"] * 11})
+    add_pairs(lake_copy, pairs)
+    add_pairs(lake_copy, pairs)
+    assert lake_copy.read(schemas.EDIT_PAIRS).num_rows == 11  # keyed by pair id: added once
+    assert [e for e in lake_copy.read(schemas.EDIT_PAIRS)["error"].to_pylist() if e] == [
+        "pairs: source_id is not in the pool"]
     s = export(lake_copy, "ed", stage, size=10)
-    assert s.notes["pairs"]["usable"] == 10
+    assert s.notes["pairs"] == {"usable": 10, "left_out": {"pair_error": 1}}
     drawn = lake_copy.read("samples/ed")
     kinds = drawn["kind"].to_pylist()
     assert kinds.count("t2i") == 8 and kinds.count("i2i") == 2  # T2I:I2I = 4:1

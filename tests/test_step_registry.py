@@ -39,7 +39,8 @@ def echo(monkeypatch):
 
 
 def test_the_registered_steps():
-    assert registry.names() == ["ingest", "profile", "score", "dedup", "export", "kg-build", "kg-augment", "kg-weights"]
+    assert registry.names() == ["ingest", "profile", "score", "dedup", "export", "sample", "kg-build",
+                                "kg-augment", "kg-weights"]
     spec = JobSpec()
     for entry in registry.steps():
         assert callable(entry.function()), entry.name
@@ -48,7 +49,7 @@ def test_the_registered_steps():
             assert dataclasses.is_dataclass(entry.config(spec)), entry.section
     assert [e.name for e in registry.steps() if not e.needs_ray] == ["kg-build", "kg-augment", "kg-weights"]
     assert registry.get("score").writes == ("scores", "embeddings/<encoder>")
-    assert registry.get("export").writes == ("manifests/<stage>",)
+    assert registry.get("export").writes == ("manifests/<stage>", "samples/<stage>", "batches/<stage>")
 
 
 def test_unknown_step_lists_the_known_ones():

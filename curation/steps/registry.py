@@ -338,7 +338,7 @@ register(Step(
 register(Step(
     name="export", run="curation.steps.export.export:export", section="stages",
     help="apply a stage's rules and dedup, write its manifest, sample and batch plan",
-    reads=("pool", "profiles", "scores", "dedup", "removals", "weights", "captions", "edit_pairs", "kg_nodes"),
+    reads=("pool", "profiles", "scores", "dedup", "removals", "weights", "edit_pairs", "kg_nodes"),
     writes=("manifests/<stage>", "samples/<stage>", "batches/<stage>"),
     options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
     bind=_bind_export))

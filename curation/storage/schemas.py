@@ -479,7 +479,7 @@ CATALOG: tuple[TableSpec, ...] = (
               "curation.steps.export.export.export (curate export)", builder=manifest_schema),
     _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
            "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
-           "the edit-pair builder (curate pairs)"),
+           "curation.steps.pairs.table.add_pairs (the edit-pair builders call it)"),
     _fixed("samples/<stage>", ("id",), SAMPLES_SCHEMA,
            "one epoch's draw of a stage: items, balancing weight, concept, chosen caption (overwritten per draw; "
            "the commit records the manifest, weights and graph versions)",

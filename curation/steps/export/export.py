@@ -40,7 +40,6 @@ from curation.steps.summary import StepSummary
 EXPORTS_DIR = "_exports"  # plain-Parquet copies of manifests inside the lake (not a table)
 
 POOL_COLUMNS = ["id", "uri", "uris", "byte_offset", "byte_size", "caption", "caption_fields", "tags", "sources"]
-CAPTIONS = "captions"  # the VLM captioner's table: one column per caption level
 NEAR_DUPLICATE = "phash_near_duplicate"
 DUPLICATE = "duplicate"  # the lake's dedup decision (semantic + pHash groups)
 REMOVED = "removed"      # a recorded removal (takedown, query pruning)
@@ -135,9 +134,7 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         weights = lake.read("weights", columns=["id", "weight", "bm25", "nodes"],
                             version=producers["weights"]["table_version"])
         table = _left_join(table, weights.rename_columns(["id", "weight", "bm25", "concepts"]), "id")
-    if lake.exists(CAPTIONS):
-        producers[CAPTIONS] = _producer(lake, CAPTIONS)
-        table = _left_join(table, _caption_levels(lake.read(CAPTIONS, version=producers[CAPTIONS]["table_version"])), "id")
+
     table = _with_original_size(table).sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)
@@ -169,20 +166,6 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     table = table.append_column("keep", pa.array(keep)).append_column("reason", pa.array(reason, pa.string()))
     table = table.append_column("dup_group", pa.array(dup_group, pa.string()))
     return Evaluation(table, removed, collapsed, producers)
-
-
-def _caption_levels(captions: pa.Table) -> pa.Table:
-    """`caption_<level>` text columns from the captions table (list levels joined by ', ')."""
-    from curation.steps.sampling.captions import level_column
-
-    cols = {"id": captions["id"]}
-    for level in ("long", "medium", "short", "tags", "prompt"):
-        if level in captions.column_names:
-            col = captions[level]
-            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-                col = pa.array([", ".join(v for v in x if v) if x else None for x in col.to_pylist()], pa.string())
-            cols[level_column(level)] = col
-    return pa.table(cols)
 
 
 def _decision_masks(table: pa.Table) -> dict[str, np.ndarray]:

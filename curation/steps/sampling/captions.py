@@ -1,7 +1,8 @@
 """The caption each sampled item trains with, drawn by the stage's caption policy.
 
-Text per level: `caption_<level>` manifest columns (long, medium, short, tags, prompt: joined
-from the `captions` table when the lake has one), `caption` for raw (the source's own text),
+Text per level: `caption_<level>` manifest columns (long, medium, short, tags, prompt: the VLM
+captioner's levels; until a lake has them every item falls back to raw, and the report counts
+it), `caption` for raw (the source's own text),
 `caption_fields` for `field:<name>`. An item lacking the drawn level falls back to raw, then to
 its tags joined by ", ", then to "" (counted as `no_text`). Image-to-image items use their edit
 instruction with the policy's `instruction` probability.
