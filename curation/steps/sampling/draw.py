@@ -38,22 +38,50 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+_HEX = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX[_c] = 10 + _i
+
+
+def _hex_prefix(arr: pa.Array) -> np.ndarray | None:
+    """uint64 of the first 16 hex characters of each string, or None if any is not hex."""
+    arr = arr.cast(pa.string())
+    if arr.null_count:
+        return None
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    lengths = np.diff(offsets)
+    if np.any(lengths < 16):
+        return None
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    width = int(lengths[0])
+    if np.all(lengths == width):  # equal-length ids (sha256 hex): a strided view, no gather
+        chars = data[offsets[0]:offsets[-1]].reshape(-1, width)[:, :16]
+    else:
+        chars = data[offsets[:-1, None] + np.arange(16)]
+    nibbles = _HEX[chars]
+    if (nibbles == 255).any():
+        return None
+    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])  # 8 bytes per id, big-endian
+    return packed.view(">u8").reshape(-1).astype(np.uint64)
+
+
 def item_uniforms(ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray:
     """float64 in the open interval (0, 1), one per id, a hash of (id, salt).
 
     Ids that are hex strings of ≥ 16 characters (the lake's sha256 ids) use their first 64 bits
-    mixed with the salt (vectorised); other ids are hashed with blake2b one by one.
+    mixed with the salt (vectorised over the Arrow buffers); other ids are hashed with blake2b
+    one by one.
     """
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     n = len(arr)
     if n == 0:
         return np.zeros(0)
-    head = pc.utf8_slice_codeunits(arr.cast(pa.string()), 0, 16)
-    if pc.all(pc.match_substring_regex(head, r"^[0-9a-fA-F]{16}$")).as_py():
-        raw = np.frombuffer(bytes.fromhex("".join(head.to_pylist())), dtype=">u8").astype(np.uint64)
-    else:
-        key = salt.encode()
-        raw = np.fromiter((int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key[:64]).digest(),
+    raw = _hex_prefix(arr)
+    if raw is None:
+        key = salt.encode()[:64]
+        raw = np.fromiter((int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(),
                                           "little") for i in arr.to_pylist()), dtype=np.uint64, count=n)
     x = _splitmix64(raw ^ np.uint64(salt_seed(salt)))
     # 53 random bits -> (0, 1): never 0 (log) and never 1

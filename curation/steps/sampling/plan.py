@@ -1,10 +1,14 @@
 """Token-budget batch plans: which items go together, in which order, for one epoch of a stage.
 
 1. The sample is shuffled (seeded) and cut into chunks of `chunk_size` items.
-2. Inside a chunk, items are sorted by (bucket when `same_shape`, seq_len) and packed greedily:
-   an item joins its group's open batch while n · (longest seq_len) ≤ token_budget and the
-   batch-size caps hold; otherwise the batch closes and a new one opens. Open batches carry
-   over to the next chunk, so only the last batch of each group in the epoch can be short.
+2. Inside a chunk, items are sorted by group and seq_len and packed greedily: an item joins
+   the open batch while n · (longest seq_len) ≤ token_budget and the batch-size caps hold;
+   otherwise the batch closes and a new one opens. With `same_shape` a group is one bucket and
+   one seq_len (the trainer pads captions to a multiple of 32, so few lengths occur), so
+   batches stack as tensors and waste nothing; otherwise the whole chunk is one group sorted
+   by seq_len. A group's unfinished batch at the end of a chunk goes back into the next chunk
+   (sorted again with it); what is left at the end of the epoch is packed once more by bucket
+   alone (lengths may mix there), so few batches are short.
    This is the dynamic batch sizing of the target recipe: 256² items (256 tokens) go 256 to a
    64k-token batch, 1024² items (4096 tokens) 16.
 3. Batches are shuffled as units (seeded): the trainer sees a random bucket / length order.
@@ -52,36 +56,26 @@ def plan_batches(seq_len, bucket_height, bucket_width, cfg: BatchConfig, seed: i
     seq = np.asarray(seq_len, dtype=np.int64)
     n = len(seq)
     rng = np.random.default_rng(seed)
-    if cfg.same_shape:
-        shapes = np.stack([np.asarray(bucket_height, np.int64), np.asarray(bucket_width, np.int64)], axis=1)
-        keys, group = np.unique(shapes, axis=0, return_inverse=True) if n else (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+    if cfg.same_shape:  # a group: one bucket and one padded length, so a batch wastes nothing
+        shapes = np.stack([np.asarray(bucket_height, np.int64), np.asarray(bucket_width, np.int64), seq], axis=1)
+        keys, group = (np.unique(shapes, axis=0, return_inverse=True) if n
+                       else (np.zeros((0, 3), np.int64), np.zeros(0, np.int64)))
         group = group.reshape(-1)
-        caps = [_cap(cfg, f"{h}x{w}") for h, w in keys]
+        # the epoch's leftovers: one group per bucket (lengths may mix, shapes may not)
+        buckets, tail_group = np.unique(keys[:, :2], axis=0, return_inverse=True)
+        tail_group = tail_group.reshape(-1)[group] if n else group
+        caps = [_cap(cfg, f"{h}x{w}") for h, w, _ in keys]
+        tail_caps = [_cap(cfg, f"{h}x{w}") for h, w in buckets]
     else:
-        group = np.zeros(n, dtype=np.int64)
-        caps = [_cap(cfg, None)]
+        group = tail_group = np.zeros(n, dtype=np.int64)
+        caps = tail_caps = [_cap(cfg, None)]
     order = rng.permutation(n)
     batches: list[list[int]] = []
-    open_items: dict[int, list[int]] = {}
-    open_max: dict[int, int] = {}
-    budget = cfg.token_budget
+    carry = np.zeros(0, dtype=np.int64)
     for start in range(0, n, cfg.chunk_size):
-        chunk = order[start:start + cfg.chunk_size]
-        chunk = chunk[np.lexsort((seq[chunk], group[chunk]))]
-        for i, g, s in zip(chunk.tolist(), group[chunk].tolist(), seq[chunk].tolist()):
-            items = open_items.get(g)
-            if items:
-                longest = max(open_max[g], s)
-                if (len(items) + 1) * longest > budget or len(items) >= caps[g]:
-                    batches.append(items)
-                    items = None
-            if not items:
-                open_items[g] = [i]
-                open_max[g] = s
-            else:
-                items.append(i)
-                open_max[g] = max(open_max[g], s)
-    batches.extend(items for _, items in sorted(open_items.items()) if items)
+        chunk = np.concatenate([carry, order[start:start + cfg.chunk_size]])
+        carry = _pack(chunk, group, seq, caps, cfg.token_budget, batches)
+    _pack(carry, tail_group, seq, tail_caps, cfg.token_budget, batches, flush=True)
     consume = rng.permutation(len(batches))
     batch = np.empty(n, dtype=np.int64)
     position = np.empty(n, dtype=np.int32)
@@ -94,6 +88,31 @@ def plan_batches(seq_len, bucket_height, bucket_width, cfg: BatchConfig, seed: i
         sizes[b] = len(items)
         padded[b] = len(items) * int(seq[items].max())
     return BatchPlan(batch, position, sizes, padded)
+
+
+def _pack(items: np.ndarray, group: np.ndarray, seq: np.ndarray, caps: list[int], budget: int,
+          out: list[list[int]], flush: bool = False) -> np.ndarray:
+    """Greedy packing of `items` sorted by (group, seq_len): full batches go to `out`; each
+    group's unfinished batch is returned (to be packed again with the next chunk), or with
+    `flush` goes to `out` too."""
+    items = items[np.lexsort((seq[items], group[items]))]
+    left: list[int] = []
+    batch: list[int] = []
+    current, longest = -1, 0
+    for i, g, s in zip(items.tolist(), group[items].tolist(), seq[items].tolist()):
+        if batch and g != current:
+            (out.append if flush else left.extend)(batch)
+            batch = []
+        if batch and ((len(batch) + 1) * max(longest, s) > budget or len(batch) >= caps[g]):
+            out.append(batch)
+            batch = []
+        if not batch:
+            current, longest = g, 0
+        batch.append(i)
+        longest = max(longest, s)
+    if batch:
+        (out.append if flush else left.extend)(batch)
+    return np.asarray(left, dtype=np.int64)
 
 
 def _cap(cfg: BatchConfig, bucket: str | None) -> int:
