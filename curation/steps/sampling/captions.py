@@ -34,45 +34,53 @@ class Chosen:
     no_text: int     # items with no text at all
 
 
-def _level_texts(rows: pa.Table, level: str) -> list[str | None]:
+def _level_texts(rows: pa.Table, level: str) -> pa.Array:
+    n = rows.num_rows
     if level.startswith("field:"):
         key = level[len("field:"):]
         if "caption_fields" not in rows.column_names:
-            return [None] * rows.num_rows
-        return [next((kv["value"] for kv in (fields or []) if kv["key"] == key), None)
-                for fields in rows["caption_fields"].to_pylist()]
+            return pa.nulls(n, pa.string())
+        return pa.array([next((kv["value"] for kv in (fields or []) if kv["key"] == key), None)
+                         for fields in rows["caption_fields"].to_pylist()], pa.string())
     column = level_column(level)
     if column not in rows.column_names:
-        return [None] * rows.num_rows
-    return rows[column].cast(pa.string()).to_pylist()
+        return pa.nulls(n, pa.string())
+    return rows[column].combine_chunks().cast(pa.string())
+
+
+def _present(text: pa.Array) -> np.ndarray:
+    return pc.and_(pc.is_valid(text), pc.not_equal(text, "")).fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def choose_captions(rows: pa.Table, policy: CaptionPolicy, u: np.ndarray, u_instruction: np.ndarray) -> Chosen:
     """rows: the sampled manifest rows (kind, caption*, tags, instruction); u, u_instruction:
     uniform draws per row (from the item hash, so the choice is fixed per stage/epoch/seed)."""
+    n = rows.num_rows
     names, probs = policy.choices()
     pick = np.minimum(np.searchsorted(np.cumsum(probs), u, side="right"), len(names) - 1)
-    texts = {name: _level_texts(rows, name) for name in set(names) | {"raw"}}
-    tags = rows["tags"].to_pylist() if "tags" in rows.column_names else [None] * rows.num_rows
-    is_pair = (pc.equal(rows["kind"], "i2i").to_numpy(zero_copy_only=False)
-               if "kind" in rows.column_names else np.zeros(rows.num_rows, bool))
-    instructions = rows["instruction"].to_pylist() if "instruction" in rows.column_names else [None] * rows.num_rows
-    out_text, out_level, fallbacks, no_text = [], [], 0, 0
-    for i in range(rows.num_rows):
-        if is_pair[i] and instructions[i] and u_instruction[i] < policy.instruction:
-            out_text.append(instructions[i])
-            out_level.append("instruction")
-            continue
-        level = names[pick[i]]
-        text = texts[level][i]
-        if not text:
-            fallbacks += 1
-            level, text = "raw", texts["raw"][i]
-            if not text and tags[i]:
-                level, text = "source_tags", ", ".join(t for t in tags[i] if t)
-            if not text:
-                level, text = "none", ""
-                no_text += 1
-        out_text.append(text)
-        out_level.append(level)
-    return Chosen(out_text, out_level, fallbacks, no_text)
+    chosen = pc.choose(pa.array(pick.astype(np.int8)), *[_level_texts(rows, name) for name in names]) if n else \
+        pa.array([], pa.string())
+    level = np.asarray(names, dtype=object)[pick] if n else np.zeros(0, dtype=object)
+    text = np.asarray(chosen.to_pylist(), dtype=object) if n else np.zeros(0, dtype=object)
+    missing = ~_present(chosen) if n else np.zeros(0, bool)
+    fell_back = missing.copy()
+    # fallbacks: raw, then the source's tags joined, then nothing
+    for name, values in (("raw", _level_texts(rows, "raw")),
+                         ("source_tags", pc.binary_join(rows["tags"].combine_chunks(), ", ")
+                          if "tags" in rows.column_names else pa.nulls(n, pa.string()))):
+        use = missing & _present(values)
+        if use.any():
+            text[use] = np.asarray(values.filter(pa.array(use)).to_pylist(), dtype=object)
+            level[use] = name
+            missing &= ~use
+    text[missing] = ""
+    level[missing] = "none"
+    if "kind" in rows.column_names and "instruction" in rows.column_names:
+        instruction = rows["instruction"].combine_chunks().cast(pa.string())
+        use = (pc.equal(rows["kind"], "i2i").fill_null(False).to_numpy(zero_copy_only=False)
+               & _present(instruction) & (u_instruction < policy.instruction))
+        if use.any():  # the instruction replaces the caption (its fallback no longer counts)
+            text[use] = np.asarray(instruction.filter(pa.array(use)).to_pylist(), dtype=object)
+            level[use] = "instruction"
+            fell_back &= ~use
+    return Chosen(text.tolist(), level.tolist(), int(fell_back.sum()), int((level == "none").sum()))

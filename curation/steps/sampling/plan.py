@@ -57,20 +57,20 @@ def plan_batches(seq_len, bucket_height, bucket_width, cfg: BatchConfig, seed: i
     n = len(seq)
     rng = np.random.default_rng(seed)
     if cfg.same_shape:  # a group: one bucket and one padded length, so a batch wastes nothing
-        shapes = np.stack([np.asarray(bucket_height, np.int64), np.asarray(bucket_width, np.int64), seq], axis=1)
-        keys, group = (np.unique(shapes, axis=0, return_inverse=True) if n
-                       else (np.zeros((0, 3), np.int64), np.zeros(0, np.int64)))
-        group = group.reshape(-1)
+        bh = np.asarray(bucket_height, np.int64)
+        bw = np.asarray(bucket_width, np.int64)
+        shape_key = (bh << 21) | bw  # sides < 2^21 px
+        keys, group = np.unique((shape_key << 21) | seq, return_inverse=True)  # seq_len < 2^21 tokens
         # the epoch's leftovers: one group per bucket (lengths may mix, shapes may not)
-        buckets, tail_group = np.unique(keys[:, :2], axis=0, return_inverse=True)
-        tail_group = tail_group.reshape(-1)[group] if n else group
-        caps = [_cap(cfg, f"{h}x{w}") for h, w, _ in keys]
-        tail_caps = [_cap(cfg, f"{h}x{w}") for h, w in buckets]
+        buckets, tail_of = np.unique(keys >> 21, return_inverse=True)
+        tail_group = tail_of[group]
+        caps = [_cap(cfg, f"{k >> 42}x{(k >> 21) & 0x1FFFFF}") for k in keys.tolist()]
+        tail_caps = [_cap(cfg, f"{k >> 21}x{k & 0x1FFFFF}") for k in buckets.tolist()]
     else:
         group = tail_group = np.zeros(n, dtype=np.int64)
         caps = tail_caps = [_cap(cfg, None)]
     order = rng.permutation(n)
-    batches: list[list[int]] = []
+    batches: list[np.ndarray] = []
     carry = np.zeros(0, dtype=np.int64)
     for start in range(0, n, cfg.chunk_size):
         chunk = np.concatenate([carry, order[start:start + cfg.chunk_size]])
@@ -79,40 +79,42 @@ def plan_batches(seq_len, bucket_height, bucket_width, cfg: BatchConfig, seed: i
     consume = rng.permutation(len(batches))
     batch = np.empty(n, dtype=np.int64)
     position = np.empty(n, dtype=np.int32)
-    sizes = np.empty(len(batches), dtype=np.int64)
-    padded = np.empty(len(batches), dtype=np.int64)
-    for b, k in enumerate(consume.tolist()):
-        items = np.asarray(batches[k], dtype=np.int64)
-        batch[items] = b
-        position[items] = np.arange(len(items), dtype=np.int32)
-        sizes[b] = len(items)
-        padded[b] = len(items) * int(seq[items].max())
+    if not n:
+        return BatchPlan(batch, position, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    ordered = [batches[k] for k in consume.tolist()]
+    sizes = np.array([len(b) for b in ordered], dtype=np.int64)
+    items = np.concatenate(ordered)
+    starts = np.cumsum(sizes) - sizes
+    batch[items] = np.repeat(np.arange(len(sizes)), sizes)
+    position[items] = (np.arange(n) - np.repeat(starts, sizes)).astype(np.int32)
+    padded = sizes * np.maximum.reduceat(seq[items], starts)
     return BatchPlan(batch, position, sizes, padded)
 
 
 def _pack(items: np.ndarray, group: np.ndarray, seq: np.ndarray, caps: list[int], budget: int,
-          out: list[list[int]], flush: bool = False) -> np.ndarray:
+          out: list[np.ndarray], flush: bool = False) -> np.ndarray:
     """Greedy packing of `items` sorted by (group, seq_len): full batches go to `out`; each
     group's unfinished batch is returned (to be packed again with the next chunk), or with
-    `flush` goes to `out` too."""
+    `flush` goes to `out` too. Ascending lengths make a batch's cost k · seq[i + k - 1]
+    non-decreasing in k, so each batch is the longest prefix within budget (one vector test
+    per batch, not one Python step per item)."""
     items = items[np.lexsort((seq[items], group[items]))]
-    left: list[int] = []
-    batch: list[int] = []
-    current, longest = -1, 0
-    for i, g, s in zip(items.tolist(), group[items].tolist(), seq[items].tolist()):
-        if batch and g != current:
-            (out.append if flush else left.extend)(batch)
-            batch = []
-        if batch and ((len(batch) + 1) * max(longest, s) > budget or len(batch) >= caps[g]):
-            out.append(batch)
-            batch = []
-        if not batch:
-            current, longest = g, 0
-        batch.append(i)
-        longest = max(longest, s)
-    if batch:
-        (out.append if flush else left.extend)(batch)
-    return np.asarray(left, dtype=np.int64)
+    g, s = group[items], seq[items]
+    bounds = np.flatnonzero(np.r_[True, g[1:] != g[:-1], True]) if len(items) else np.zeros(1, np.int64)
+    left = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        cap = caps[g[a]]
+        i = a
+        while i < b:
+            hi = min(b, i + cap, i + budget // max(int(s[i]), 1) + 1)
+            fits = np.arange(1, hi - i + 1) * s[i:hi] <= budget
+            k = max(1, int(fits.sum()))  # an item longer than the budget is a batch of one
+            if i + k == b and not flush:
+                left.append(items[i:b])  # the group's open batch
+                break
+            out.append(items[i:i + k])
+            i += k
+    return np.concatenate(left) if left else np.zeros(0, dtype=np.int64)
 
 
 def _cap(cfg: BatchConfig, bucket: str | None) -> int:

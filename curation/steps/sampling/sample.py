@@ -233,10 +233,10 @@ def draw_stage(manifest: pa.Table, stage_name: str, stage, *, size: int | None =
     samples = pa.table({
         "id": drawn["id"], "epoch": pa.array(np.full(len(rows), epoch, np.int32)),
         "seed": pa.array(np.full(len(rows), seed, np.int64)),
-        "source": pa.array([sources[i].name for i in src], pa.string()), "kind": kind,
+        "source": pa.array(np.asarray([x.name for x in sources], dtype=object)[src], pa.string()), "kind": kind,
         "weight": drawn["weight"], "key": drawn["key"],
         "concept": pa.array(np.where(concept >= 0, concept, 0), mask=concept < 0),
-        "concept_title": pa.array([info.titles.get(int(c)) if c >= 0 else None for c in concept], pa.string()),
+        "concept_title": _titles(concept, info.titles),
         "caption_level": pa.array(chosen.level, pa.string()), "caption": pa.array(chosen.text, pa.string()),
         "bucket_height": pa.array(bh.astype(np.int32)), "bucket_width": pa.array(bw.astype(np.int32)),
         "seq_len": pa.array(seq.astype(np.int32)),
@@ -271,6 +271,13 @@ def draw_stage(manifest: pa.Table, stage_name: str, stage, *, size: int | None =
                     "token_budget": stage.batches.token_budget, "same_shape": stage.batches.same_shape},
     }
     return StageDraw(samples, batches, report)
+
+
+def _titles(concept: np.ndarray, titles: dict[int, str]) -> pa.Array:
+    """Title per concept id (null for -1 or an id the graph does not name), one lookup per id."""
+    ids, inverse = np.unique(concept, return_inverse=True)
+    names = np.asarray([titles.get(int(c)) if c >= 0 else None for c in ids.tolist()], dtype=object)
+    return pa.array(names[inverse.reshape(-1)] if len(concept) else [], pa.string())
 
 
 def _column(table: pa.Table, name: str | None, rows: np.ndarray) -> np.ndarray | None:
