@@ -115,10 +115,11 @@ def draw(table: pa.Table, quotas: dict[int, int], salt: str, *, use_ray: bool = 
          rows_per_block: int = 131_072) -> pa.Table:
     """A-ES draw: for each source s, the quotas[s] rows of `table` (id, source, weight, ...)
     with the largest keys (ties broken by id). On Ray Data when `use_ray` (blocks of
-    `rows_per_block` rows reduced in parallel), else in this process; both give the same rows.
-    Returns the drawn rows with `key`, sorted by (source, key descending, id)."""
+    `rows_per_block` rows reduced in parallel) and the draw keeps under half the rows (a block's
+    top-k shrinks it; a draw of nearly everything only moves rows), else in this process; both
+    give the same rows. Returns the drawn rows with `key`, sorted by (source, key descending, id)."""
     base = table.select(["id", "source", "weight"])
-    if use_ray and table.num_rows > rows_per_block:
+    if use_ray and table.num_rows > rows_per_block and 2 * sum(quotas.values()) < table.num_rows:
         import ray
 
         blocks = [base.slice(i, rows_per_block) for i in range(0, base.num_rows, rows_per_block)]
