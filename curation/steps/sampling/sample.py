@@ -323,7 +323,8 @@ def _balance_report(bal, per_source: dict, drawn_local: dict, drawn_concept: np.
     rep_after["items_without_concept"] = int((drawn_concept < 0).sum())
     line = (f"concepts [{bal.mode}]: normalised entropy {rep_before['normalised_entropy']:.3f} -> "
             f"{rep_after['normalised_entropy']:.3f}, top-{bal.top_k} share {rep_before['top_k_share']:.3f} -> "
-            f"{rep_after['top_k_share']:.3f}, {len(universe)} concepts, {len(gaps)} with no items")
+            f"{rep_after['top_k_share']:.3f}, concepts covered {rep_before['concepts_covered']} -> "
+            f"{rep_after['concepts_covered']} of {len(universe)} ({len(gaps)} with no items)")
     return {"mode": bal.mode, "universe": len(universe), "before": rep_before, "after": rep_after,
             "gaps": [info.titles.get(c, str(c)) for c in gaps[:50]], "gap_count": len(gaps),
             "drawn_concepts": int(len(after_ids)), "line": line}
