@@ -35,6 +35,7 @@ from importlib import resources
 from curation.config.typed import ConfigError, from_dict
 from curation.config.yamlfile import load_yaml
 from curation.steps import registry
+from curation.steps.captions.config import CaptionConfig
 from curation.steps.vectors.dedup import DedupConfig
 from curation.steps.export.export import StageConfig
 from curation.steps.ingest.pool import IngestConfig
@@ -92,6 +93,7 @@ class JobSpec:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     kg: KgConfig = field(default_factory=KgConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 

@@ -315,6 +315,44 @@ def _bind_kg_weights(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
     return (spec.kg.weights,), {"augment": spec.kg.augment}
 
 
+def _validate_caption(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    c = spec.caption
+    if c.backend == "vllm" and not c.vllm.model_source:
+        raise ConfigError("caption.vllm.model_source: the vllm backend needs a local weights directory",
+                          "caption.vllm.model_source")
+
+
+def _preflight_caption(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    """The endpoint is set and answers a TCP connect (a missing server fails here, in seconds,
+    naming the setting), or the vLLM weights and package are there."""
+    c = spec.caption
+    if c.backend == "http":
+        import socket
+        import urllib.parse
+
+        if not c.http.url:
+            raise ConfigError("caption.http.url: no captioning endpoint set (an OpenAI-compatible "
+                              "chat-completions URL, e.g. http://127.0.0.1:8000/v1/chat/completions; "
+                              "jobs/caption.yaml reads CURATE_CAPTION_URL)", "caption.http.url")
+        parts = urllib.parse.urlsplit(c.http.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"caption.http.url: not an http(s) URL: {c.http.url!r}", "caption.http.url")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=5).close()
+        except OSError as exc:
+            raise ConfigError(f"caption.http.url: cannot reach {parts.hostname}:{port} ({exc.strerror or exc}); "
+                              "start the server or fix the URL", "caption.http.url") from None
+        return
+    _check_exists(c.vllm.model_source, "caption.vllm.model_source", "VLM weights directory")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("caption.backend: 'vllm' needs the vllm package on the cluster's GPU nodes "
+                          "(pip install vllm); use the http backend against a served model otherwise",
+                          "caption.backend")
+
+
 # --------------------------------------------------------------------------- the steps
 
 register(Step(
@@ -348,6 +386,11 @@ register(Step(
     reads=("manifests/<stage>", "kg_nodes"), writes=("samples/<stage>", "batches/<stage>"),
     options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
     bind=_bind_export))
+register(Step(
+    name="caption", run="curation.steps.captions.caption:caption", section="caption",
+    help="five caption levels, tags and NSFW per image from a VLM (OCR-first)",
+    reads=("pool", "profiles", "weights", "kg_nodes"), writes=("captions",),
+    validate=_validate_caption, preflight=_preflight_caption))
 register(Step(
     name="kg-build", run="curation.steps.kg.steps:kg_build", section="kg.build", needs_ray=False,
     help="knowledge graph from Wikipedia dumps",

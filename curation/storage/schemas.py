@@ -31,7 +31,7 @@ from operators.base import Operator, field
 __all__ = [
     "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
     "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
-    "EDIT_PAIRS", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
+    "CAPTIONS", "CAPTIONS_SCHEMA", "EDIT_PAIRS", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
     "EDIT_PAIRS_SCHEMA", "SAMPLES_SCHEMA", "BATCHES_SCHEMA",
     "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
     "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
@@ -53,6 +53,7 @@ KG_NODES = "kg_nodes"
 KG_EDGES = "kg_edges"
 WEIGHTS = "weights"
 EDIT_PAIRS = "edit_pairs"
+CAPTIONS = "captions"
 
 
 def embeddings_table(encoder: str) -> str:
@@ -214,6 +215,24 @@ EDIT_PAIRS_SCHEMA = pa.schema([
     field("similarity", pa.float32(), "cosine similarity of the two images' embeddings, [-1, 1]"),
     field("tasks", pa.list_(pa.string()), "the edit task(s) involved"),
     field("provenance_json", pa.string(), "generator version, source video and timestamps, render parameters (JSON)"),
+    ERROR,
+])
+
+CAPTIONS_SCHEMA = pa.schema([
+    ID,
+    field("long", pa.string(), "long caption: every visible string verbatim, subjects, objects, background, setting"),
+    field("medium", pa.string(), "medium caption: two or three sentences"),
+    field("short", pa.string(), "short caption: one sentence"),
+    field("tags", pa.list_(pa.string()), "the VLM's semantic tags (objects, people count, culture-specific concepts)"),
+    field("prompt", pa.string(), "a simulated user prompt for the image (short, informal, possibly incomplete)"),
+    field("nsfw", pa.float32(), "the VLM's probability that the image is not safe for work, 0..1"),
+    field("language", pa.string(), "the language of the captions and tags (en, zh)"),
+    field("model", pa.string(), "the served model name (http) or the weights directory (vllm)"),
+    field("prompt_version", pa.string(), "the prompt text's version (curation.steps.captions.prompt)"),
+    field("backend", pa.string(), "http or vllm"),
+    field("caption_producer", pa.string(), "backend:model|prompt version|language: a change re-captions"),
+    field("prompt_tokens", pa.int32(), "tokens in the request, as the server counted them"),
+    field("completion_tokens", pa.int32(), "tokens generated"),
     ERROR,
 ])
 
@@ -477,6 +496,9 @@ CATALOG: tuple[TableSpec, ...] = (
               "what a trainer reads for one stage: kept items with captions, resolution bucket, sequence "
               "length and the profile / score / weight features (also written as a plain Parquet file)",
               "curation.steps.export.export.export (curate export)", builder=manifest_schema),
+    _fixed(CAPTIONS, ("id",), CAPTIONS_SCHEMA,
+           "VLM captions per pool item: five levels, tags, NSFW, with model and prompt version (error rows kept)",
+           "curation.steps.captions.caption.caption (curate caption)"),
     _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
            "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
            "curation.steps.pairs.table.add_pairs (the edit-pair builders call it)"),

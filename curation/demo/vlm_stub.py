@@ -1,0 +1,120 @@
+"""A local OpenAI-compatible chat-completions server standing in for a VLM (tests, benchmarks).
+
+It answers `POST /v1/chat/completions` with a schema-valid caption JSON built from the request:
+the OCR strings given in the prompt are quoted in the long caption (so the OCR-verbatim metric
+has something to find), the tags come from the known entities, and the image's data URL is
+checked to decode. Markers in the request text make it misbehave, to test error handling:
+
+    [[malformed]]   content that is not JSON
+    [[badschema]]   JSON missing `long`
+    [[429]]         429 with Retry-After: 0 on the first request of that item, then an answer
+    [[500]]         an HTML 500 page, always
+    [[400]]         a JSON 400 error body
+    [[timeout]]     sleeps `hang_s` before answering
+
+`latency_s` delays every answer (the benchmark's simulated model time). Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["VlmStub"]
+
+_QUOTED = re.compile(r'^- (".*")$', re.M)
+
+
+class VlmStub:
+    """with VlmStub(latency_s=0.05) as stub: stub.url -> 'http://127.0.0.1:<port>/v1/chat/completions'."""
+
+    def __init__(self, latency_s: float = 0.0, hang_s: float = 5.0) -> None:
+        self.latency_s, self.hang_s = latency_s, hang_s
+        self.requests = 0
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                return
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                status, payload, headers = stub.answer(body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html" if isinstance(payload, bytes) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout): as a real server, carry on
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1/chat/completions"
+
+    def __enter__(self) -> "VlmStub":
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(self, body: dict) -> tuple[int, dict | bytes, dict]:
+        with self._lock:
+            self.requests += 1
+        text, images = "", []
+        for message in body.get("messages", []):
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+            for part in parts:
+                if part.get("type") == "text":
+                    text += part["text"] + "\n"
+                elif part.get("type") == "image_url":
+                    images.append(part["image_url"]["url"])
+        time.sleep(self.latency_s)
+        key = str(hash(text))
+        if "[[timeout]]" in text:
+            time.sleep(self.hang_s)
+        if "[[500]]" in text:
+            return 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", {}
+        if "[[400]]" in text:
+            return 400, {"error": {"message": "image too large", "type": "invalid_request_error"}}, {}
+        if "[[429]]" in text:
+            with self._lock:
+                first = key not in self._seen
+                self._seen.add(key)
+            if first:
+                return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"}
+        try:
+            from PIL import Image
+
+            for url in images:
+                Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).verify()
+        except Exception as exc:  # noqa: BLE001 - a bad image is a 400, as a real server would say
+            return 400, {"error": {"message": f"cannot decode image: {exc}"}}, {}
+        strings = [json.loads(q) for q in _QUOTED.findall(text)]
+        entities = re.findall(r"known entities possibly shown: (.*)", text)
+        tags = [t.strip() for t in entities[0].split(",")] if entities else ["image"]
+        answer = {"long": "A picture" + "".join(f' showing the text "{s}"' for s in strings) + ".",
+                  "medium": "A picture with some text.", "short": "A picture.", "tags": tags,
+                  "prompt": "a picture", "nsfw": 0.01}
+        if "[[badschema]]" in text:
+            answer.pop("long")
+        content = "Sure! Here it is: {not json" if "[[malformed]]" in text else json.dumps(answer, ensure_ascii=False)
+        return 200, {"choices": [{"message": {"role": "assistant", "content": content}}],
+                     "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}}, {}
