@@ -109,3 +109,54 @@ def test_caption_command_fails_fast_without_a_server(tmp_path, capsys):
         dead = stub.url
     assert main(["caption", lake, "--set", f"caption.http.url={dead}"]) == 2
     assert "caption.http.url: cannot reach 127.0.0.1" in capsys.readouterr().err
+
+
+def test_difference_captions_for_pairs(caption_lake):
+    import pyarrow as pa
+
+    from curation.steps.captions.config import CaptionConfig, HttpBackend
+    from curation.steps.captions.diff import difference_captions
+
+    pool = caption_lake.read("pool", columns=["id", "uri", "byte_offset", "byte_size"]).slice(0, 2)
+    u = pool["uri"].to_pylist()
+    pairs = pa.table({"pair_id": ["p1", "p2", "p3"], "source_uri": [u[0], u[0], "/nowhere.jpg"],
+                      "target_uri": [u[1], u[1], u[1]], "target_ocr": [["SALE 50%"], None, None]})
+    with VlmStub() as stub:
+        cfg = CaptionConfig(http=HttpBackend(url=stub.url, timeout_s=2, retries=0))
+        out = {r["pair_id"]: r for r in difference_captions(pairs, cfg).to_pylist()}
+    assert out["p1"]["error"] is None and out["p1"]["instruction"] == 'Change the colours and write "SALE 50%".'
+    assert json.loads(out["p1"]["differences_json"])[0]["type"] == "recolor"
+    assert "cannot prepare the images: FileNotFoundError" in out["p3"]["error"]
+    assert len(out) == 3
+
+
+def test_captions_feed_the_manifest_the_graph_and_the_rules(demo_lake, tmp_path):
+    """Caption levels reach the stage's caption policy, VLM tags the knowledge graph, the VLM's
+    NSFW score a rule."""
+    import shutil
+
+    import pyarrow as pa
+
+    from curation.config.typed import from_dict, to_dict
+    from curation.steps.export.export import StageConfig, export
+    from curation.steps.kg.steps import pool_tags
+
+    shutil.copytree(demo_lake["lake"], tmp_path / "lake")
+    lake = Lake(str(tmp_path / "lake"))
+    ids = lake.read("pool", columns=["id"])["id"].to_pylist()
+    unsafe = lake.read("manifests/lowres")["id"][0].as_py()  # passes the lowres rules
+    rows = [{"id": i, "long": f"long {k}", "medium": "m", "short": "s", "tags": ["vlm tag", "lantern"],
+             "prompt": "p", "nsfw": 0.9 if i == unsafe else 0.1, "caption_producer": "http:test|caption-v1|en",
+             "error": None} for k, i in enumerate(ids)]
+    lake.write(schemas.CAPTIONS, schemas.table_spec(schemas.CAPTIONS).conform(pa.Table.from_pylist(rows)),
+               mode="overwrite")
+    _, tags, source = pool_tags(lake)
+    assert source == "pool+captions(http:test|caption-v1|en)" and all("vlm tag" in t for t in tags)
+    rules = {**to_dict(demo_lake["spec"].stage("lowres").rules), "max_score": {"vlm_nsfw": 0.5}}
+    stage = from_dict(StageConfig, {"rules": rules, "captions": {"levels": {"long": 1.0}, "raw": 0.0}})
+    summary = export(lake, "cap", stage)
+    assert summary.notes["removed_per_rule"]["max_score:vlm_nsfw"] == 1
+    assert unsafe not in lake.read("manifests/cap")["id"].to_pylist()
+    drawn = lake.read("samples/cap")
+    assert set(drawn["caption_level"].to_pylist()) == {"long"}
+    assert all(c.startswith("long ") for c in drawn["caption"].to_pylist())

@@ -108,6 +108,12 @@ class VlmStub:
         except Exception as exc:  # noqa: BLE001 - a bad image is a 400, as a real server would say
             return 400, {"error": {"message": f"cannot decode image: {exc}"}}, {}
         strings = [json.loads(q) for q in _QUOTED.findall(text)]
+        if "source_caption" in text:  # a difference-caption request (two images)
+            diff = {"source_caption": "A picture.", "target_caption": "A picture, edited.",
+                    "differences": [{"type": "recolor", "description": "the colours changed"}],
+                    "instruction": "Change the colours" + "".join(f' and write "{s}"' for s in strings) + "."}
+            content = "{oops" if "[[malformed]]" in text else json.dumps(diff, ensure_ascii=False)
+            return 200, {"choices": [{"message": {"role": "assistant", "content": content}}], "usage": {}}, {}
         entities = re.findall(r"known entities possibly shown: (.*)", text)
         tags = [t.strip() for t in entities[0].split(",")] if entities else ["image"]
         answer = {"long": "A picture" + "".join(f' showing the text "{s}"' for s in strings) + ".",

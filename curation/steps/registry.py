@@ -376,7 +376,7 @@ register(Step(
 register(Step(
     name="export", run="curation.steps.export.export:export", section="stages",
     help="apply a stage's rules and dedup, write its manifest, sample and batch plan",
-    reads=("pool", "profiles", "scores", "dedup", "removals", "weights", "edit_pairs", "kg_nodes"),
+    reads=("pool", "profiles", "scores", "dedup", "removals", "weights", "captions", "edit_pairs", "kg_nodes"),
     writes=("manifests/<stage>", "samples/<stage>", "batches/<stage>"),
     options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
     bind=_bind_export))
@@ -398,10 +398,10 @@ register(Step(
 register(Step(
     name="kg-augment", run="curation.steps.kg.steps:kg_augment", section="kg.augment", needs_ray=False,
     help="taxonomy from the pool's tags, prompt-log boosts, trending concepts",
-    reads=("kg_nodes", "kg_edges", "pool"), writes=("kg_nodes", "kg_edges"),
+    reads=("kg_nodes", "kg_edges", "pool", "captions"), writes=("kg_nodes", "kg_edges"),
     validate=_validate_kg_augment, preflight=_preflight_kg_augment))
 register(Step(
     name="kg-weights", run="curation.steps.kg.steps:kg_weights", section="kg.weights", needs_ray=False,
     help="one BM25 x hierarchy sampling weight per pool item",
-    reads=("kg_nodes", "kg_edges", "pool"), writes=("weights",),
+    reads=("kg_nodes", "kg_edges", "pool", "captions"), writes=("weights",),
     validate=_validate_kg_weights, preflight=_preflight_kg_weights, bind=_bind_kg_weights))

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.steps.captions.config import CaptionConfig
-from curation.steps.captions.prompt import PROMPT_VERSION, caption_messages, parse_answer
+from curation.steps.captions.prompt import ANSWER_SCHEMA, PROMPT_VERSION, caption_messages, parse_answer
 from curation.steps.summary import StepSummary, error_kinds
 from curation.storage import schemas
 from curation.storage.lake import Lake
@@ -112,9 +112,10 @@ def _prepare(batch: pa.Table, cfg: CaptionConfig) -> pa.Table:
                      "prep_error": pa.array(errors, pa.string())})
 
 
-def processor(cfg: CaptionConfig, postprocess):
-    """The `ray.data.llm` processor for the configured backend: rows with `messages` in,
-    `postprocess(row, answer_text | None, error | None, usage)` rows out."""
+def processor(cfg: CaptionConfig, postprocess, schema: dict | None = None, name: str = "caption"):
+    """The `ray.data.llm` processor for the configured backend: rows with `messages` (JSON
+    text) in, `postprocess(row, answer_text | None, error | None, usage)` rows out. `schema`:
+    the answer's JSON schema, sent as `response_format` when the backend takes it."""
     from ray.data.llm import build_processor
 
     if cfg.backend == "http":
@@ -133,11 +134,8 @@ def processor(cfg: CaptionConfig, postprocess):
         def pre(row: dict) -> dict:
             body = {"model": h.model, "messages": json.loads(row.pop("messages")), "max_tokens": cfg.max_tokens,
                     "temperature": cfg.temperature}
-            if h.structured_output:
-                from curation.steps.captions.prompt import ANSWER_SCHEMA
-
-                body["response_format"] = {"type": "json_schema",
-                                           "json_schema": {"name": "caption", "schema": ANSWER_SCHEMA}}
+            if h.structured_output and schema:
+                body["response_format"] = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
             return {**row, "payload": body}
 
         def post(row: dict) -> dict:
@@ -146,11 +144,11 @@ def processor(cfg: CaptionConfig, postprocess):
             if "error" in resp:
                 e = resp["error"]
                 msg = e.get("message") if isinstance(e, dict) else str(e)
-                return postprocess(row, None, f"caption: request failed: {str(msg)[:200]}", {})
+                return postprocess(row, None, f"{name}: request failed: {str(msg)[:200]}", {})
             try:
                 text = resp["choices"][0]["message"]["content"]
             except (KeyError, IndexError, TypeError):
-                return postprocess(row, None, "caption: the answer has no choices[0].message.content", {})
+                return postprocess(row, None, f"{name}: the answer has no choices[0].message.content", {})
             return postprocess(row, text, None, resp.get("usage") or {})
 
         return build_processor(config, preprocess=pre, postprocess=post)
@@ -171,7 +169,7 @@ def processor(cfg: CaptionConfig, postprocess):
         err = row.pop("__inference_error__", None)
         usage = {"prompt_tokens": row.get("num_input_tokens"), "completion_tokens": row.get("num_generated_tokens")}
         if err:
-            return postprocess(row, None, f"caption: vLLM failed: {str(err)[:200]}", {})
+            return postprocess(row, None, f"{name}: vLLM failed: {str(err)[:200]}", {})
         return postprocess(row, row.get("generated_text"), None, usage)
 
     return build_processor(config, preprocess=pre_v, postprocess=post_v)
@@ -221,7 +219,7 @@ def caption(lake: Lake, cfg: CaptionConfig) -> StepSummary:
     rows = [post(r, None, r["prep_error"], {}) for r in prepared.filter(bad).to_pylist()]
     ready = prepared.filter(pc.invert(bad)).select(["id", "messages"])
     if ready.num_rows:
-        rows += processor(cfg, post)(ray.data.from_arrow(ready)).take_all()
+        rows += processor(cfg, post, ANSWER_SCHEMA)(ray.data.from_arrow(ready)).take_all()
     spec = schemas.table_spec(schemas.CAPTIONS)
     table = spec.conform(pa.Table.from_pylist(rows, schema=schemas.CAPTIONS_SCHEMA))
     lake.write(schemas.CAPTIONS, table, mode=mode, key="id" if mode == "append" else None,

@@ -135,6 +135,10 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
                             version=producers["weights"]["table_version"])
         table = _left_join(table, weights.rename_columns(["id", "weight", "bm25", "concepts"]), "id")
 
+    if lake.exists(schemas.CAPTIONS):  # the captioner's levels feed the caption policy; its NSFW a rule
+        producers[schemas.CAPTIONS] = _producer(lake, schemas.CAPTIONS)
+        captions = lake.read(schemas.CAPTIONS, version=producers[schemas.CAPTIONS]["table_version"])
+        table = _left_join(table, _caption_levels(captions), "id")
     table = _with_original_size(table).sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)
@@ -166,6 +170,16 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
     table = table.append_column("keep", pa.array(keep)).append_column("reason", pa.array(reason, pa.string()))
     table = table.append_column("dup_group", pa.array(dup_group, pa.string()))
     return Evaluation(table, removed, collapsed, producers)
+
+
+def _caption_levels(captions: pa.Table) -> pa.Table:
+    """`caption_<level>` text columns (tags joined by ', ') and `vlm_nsfw` from the captions
+    table's successful rows."""
+    ok = captions.filter(pc.is_null(captions["error"]))
+    return pa.table({
+        "id": ok["id"], "caption_long": ok["long"], "caption_medium": ok["medium"], "caption_short": ok["short"],
+        "caption_tags": pc.binary_join(ok["tags"], ", "), "caption_prompt": ok["prompt"], "vlm_nsfw": ok["nsfw"],
+    })
 
 
 def _decision_masks(table: pa.Table) -> dict[str, np.ndarray]:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.storage.lake import Lake
-from curation.storage.schemas import KG_EDGES, KG_NODES, WEIGHTS
+from curation.storage.schemas import CAPTIONS, KG_EDGES, KG_NODES, WEIGHTS
 from curation.steps.summary import StepSummary
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import PruneConfig, prune
@@ -133,14 +134,25 @@ def kg_build(lake: Lake, cfg: KgBuildConfig) -> StepSummary:
     })
 
 
-def pool_tags(lake: Lake, max_words: int = 4) -> tuple[pa.Array, list[list[str]]]:
-    """(pool ids, one tag list per item): the tags column, else a tag-style caption's tags."""
+def pool_tags(lake: Lake, max_words: int = 4) -> tuple[pa.Array, list[list[str]], str]:
+    """(pool ids, one tag list per item, where the tags came from): the source's tags column,
+    else a tag-style caption's tags, plus the VLM's semantic tags when the lake has captions
+    (`curate caption`; successful rows only), each tag once per item."""
     from graph.kg.tags import sample_tags
 
     if not lake.exists("pool"):
         raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
     pool = lake.read("pool", columns=["id", "tags", "caption"])
-    return pool["id"], sample_tags(pool["tags"], pool["caption"], max_words)
+    tags = sample_tags(pool["tags"], pool["caption"], max_words)
+    if not lake.exists(CAPTIONS):
+        return pool["id"], tags, "pool"
+    captions = lake.read(CAPTIONS, columns=["id", "tags", "error", "caption_producer"])
+    ok = captions.filter(pc.is_null(captions["error"]))
+    vlm = dict(zip(ok["id"].to_pylist(), ok["tags"].to_pylist()))
+    producers = sorted(set(ok["caption_producer"].to_pylist()))
+    merged = [list(dict.fromkeys(own + [t for t in (vlm.get(i) or []) if t]))
+              for i, own in zip(pool["id"].to_pylist(), tags)]
+    return pool["id"], merged, f"pool+captions({', '.join(producers)})" if producers else "pool"
 
 
 def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
@@ -151,14 +163,15 @@ def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
     t0 = time.perf_counter()
     kg, version = load_graph(lake)
     kg = kg.without_derived()
-    ids, tags = pool_tags(lake, cfg.max_tag_words)
+    ids, tags, tag_source = pool_tags(lake, cfg.max_tag_words)
     counter = Counter(t for row in tags for t in row)
     embed = cfg.embed()
     mapper = TagMapper(kg)
     taxonomy = augment_with_taxonomy(kg, list(counter), np.fromiter(counter.values(), np.int64, len(counter)),
-                                     cfg.taxonomy, embed, source=f"taxonomy:pool@kg_nodes v{version}",
+                                     cfg.taxonomy, embed, source=f"taxonomy:{tag_source}@kg_nodes v{version}",
                                      match=lambda ts: mapper.map(ts).node)
-    notes: dict = {"samples_with_tags": sum(1 for row in tags if row), "distinct_tags": taxonomy["tags"],
+    notes: dict = {"tags_from": tag_source, "samples_with_tags": sum(1 for row in tags if row),
+                   "distinct_tags": taxonomy["tags"],
                    "tags_matched_to_graph": taxonomy["matched_tags"], "new_tag_nodes": taxonomy["new_tag_nodes"],
                    "parents_per_level": taxonomy["parents"], "attached_to_articles": taxonomy["attached"]}
     if cfg.prompts:
@@ -188,16 +201,16 @@ def kg_weights(lake: Lake, cfg: WeightConfig, embed=None, *, augment: KgAugmentC
         embed = (augment or KgAugmentConfig()).embed()
     t0 = time.perf_counter()
     kg, version = load_graph(lake)
-    ids, tags = pool_tags(lake)
+    ids, tags, tag_source = pool_tags(lake)
     table = sample_weights(ids, pa.array(tags, pa.list_(pa.string())), kg, cfg, embed=embed,
                            graph_version=f"kg_nodes v{version}")
-    producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer()}
+    producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer(), "tags_from": tag_source}
     if cfg.use_embeddings:
         producer["embedder"] = getattr(embed, "name", type(embed).__name__)
     lake.write(WEIGHTS, table, mode="overwrite", producer=producer)
     w = table["weight"].to_numpy()
     matched = table["tags_matched"].to_numpy()
     return StepSummary("kg weights", len(ids), table.num_rows, time.perf_counter() - t0, notes={
-        "samples_with_matched_tags": int((matched > 0).sum()),
+        "tags_from": tag_source, "samples_with_matched_tags": int((matched > 0).sum()),
         "weight": f"min {w.min():.3g}, median {np.median(w):.3g}, max {w.max():.3g}" if len(w) else "-",
     })
