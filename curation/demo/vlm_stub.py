@@ -12,7 +12,11 @@ checked to decode. Markers in the request text make it misbehave, to test error 
     [[400]]         a JSON 400 error body
     [[timeout]]     sleeps `hang_s` before answering
 
-`latency_s` delays every answer (the benchmark's simulated model time). Nothing leaves 127.0.0.1.
+`latency_s` delays every answer (the benchmark's simulated model time); `GET /stats` returns the
+requests seen and the first and latest arrival times (`/stats?reset=1` also starts counting
+afresh). Nothing leaves 127.0.0.1.
+
+    python -m curation.demo.vlm_stub [--latency 0.05]     # serve until killed; prints the URL
 """
 
 from __future__ import annotations
@@ -36,15 +40,28 @@ class VlmStub:
     def __init__(self, latency_s: float = 0.0, hang_s: float = 5.0) -> None:
         self.latency_s, self.hang_s = latency_s, hang_s
         self.requests = 0
+        self.first = self.last = None  # time.time() of the first and the latest request
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:  # quiet
                 return
+
+            def do_GET(self) -> None:  # noqa: N802 - /stats: requests seen, first and latest arrival
+                data = json.dumps({"requests": stub.requests, "first": stub.first, "last": stub.last}).encode()
+                if self.path.endswith("?reset=1"):
+                    with stub._lock:
+                        stub.requests, stub.first, stub.last = 0, None, None
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length", 0))
@@ -77,6 +94,8 @@ class VlmStub:
     def answer(self, body: dict) -> tuple[int, dict | bytes, dict]:
         with self._lock:
             self.requests += 1
+            self.last = time.time()
+            self.first = self.first or self.last
         text, images = "", []
         for message in body.get("messages", []):
             content = message.get("content")
@@ -124,3 +143,18 @@ class VlmStub:
         content = "Sure! Here it is: {not json" if "[[malformed]]" in text else json.dumps(answer, ensure_ascii=False)
         return 200, {"choices": [{"message": {"role": "assistant", "content": content}}],
                      "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}}, {}
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="a local OpenAI-compatible stand-in for a VLM")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    args = ap.parse_args()
+    with VlmStub(latency_s=args.latency) as stub:
+        print(stub.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,16 @@
 """A guarded HTTP session for Ray Data's LLM HTTP stage: retries, timeouts and errors as rows.
 
 `ray.data.llm.HttpRequestProcessorConfig` posts each row's `payload` and yields the JSON answer
-as `http_response`. Left alone it has three failure modes a curation job cannot accept: a body
+as `http_response`. Left alone it has four failure modes a curation job cannot accept: a body
 that is not JSON (an HTML 500 page) raises inside the actor; retries that run out raise a
 RuntimeError whose message holds the whole payload (base64 images, megabytes per log line);
-a 4xx answer comes back as if it were an answer. `GuardedSession` is given to it as
-`session_factory`: it does the retrying itself (429, 408, 5xx, timeouts, connection errors;
-exponential backoff, `Retry-After` honoured), bounds the requests in flight per actor, and
-always hands the stage a JSON object: the server's answer, or {"error": {...}} saying what
-failed (status, kind, a short excerpt of the body). Ray's own retries are therefore set to 0.
+a 4xx answer comes back as if it were an answer; and it awaits a batch's requests one after
+the other, so lazily started requests go out one at a time. `GuardedSession`, given to it as
+`session_factory`, starts every request as soon as the stage creates it, bounds the requests
+in flight per actor, does the retrying itself (429, 408, 5xx, timeouts, connection errors;
+exponential backoff, `Retry-After` honoured), and always hands the stage a JSON object: the
+server's answer, or {"error": {...}} saying what failed (kind, status, a short excerpt of the
+body). Ray's own retries are therefore set to 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ from typing import Any
 __all__ = ["GuardedSession", "SessionOptions"]
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+# One limit per actor: Ray runs several batches of an async stage at once, each with its own
+# session, so the semaphore is shared by every session of the actor's event loop.
+_SLOTS: dict[tuple[int, int], asyncio.Semaphore] = {}
+
+
+def _slots(concurrency: int) -> asyncio.Semaphore:
+    key = (id(asyncio.get_running_loop()), concurrency)
+    if key not in _SLOTS:
+        _SLOTS[key] = asyncio.Semaphore(concurrency)
+    return _SLOTS[key]
 
 
 @dataclass(frozen=True)
@@ -66,19 +79,21 @@ class GuardedSession:
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
         self._session = None
-        self._slots = asyncio.Semaphore(options.concurrency)
 
     async def __aenter__(self) -> "GuardedSession":
         import aiohttp
 
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.timeout_s))
+        self._slots = _slots(self.options.concurrency)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._session.close()
 
-    def post(self, url: str, headers: dict | None = None, data: Any = None):
-        return self._post(url, headers, data)
+    def post(self, url: str, headers: dict | None = None, data: Any = None) -> "asyncio.Task[_Reply]":
+        # Started now, not when awaited: Ray's stage creates a batch's requests first and awaits
+        # them one by one, which with a lazy coroutine would send one request at a time.
+        return asyncio.ensure_future(self._post(url, headers, data))
 
     async def _post(self, url: str, headers: dict | None, data: Any) -> _Reply:
         import aiohttp
