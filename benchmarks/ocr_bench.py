@@ -138,14 +138,24 @@ def _norm(s: str) -> str:
     return "".join(s.split())
 
 
-def score(sample: Sample, read: list[tuple[str, np.ndarray]]) -> tuple[int, int, int, int, int]:
+SMALL = 0.025  # a line whose ink is less high than this share of the image's longer side is small text
+
+
+def _small(sample: Sample, line: RenderedLine) -> bool:
+    box = np.array(line.box).reshape(4, 2)
+    return np.linalg.norm(box[3] - box[0]) < SMALL * max(sample.width, sample.height)
+
+
+def score(sample: Sample, read: list[tuple[str, np.ndarray]], only_small: bool = False) -> tuple[int, int, int, int, int]:
     """(edit distance, truth chars, lines exact, lines, lines read on a no-text image) for one
-    image; `read` = [(text, box [4, 2] in original px)]."""
+    image; `read` = [(text, box [4, 2] in original px)]; `only_small`: score small lines only."""
     if not sample.lines:
         return 0, 0, 0, 0, len(read)
     centres = [(t, b.reshape(4, 2).mean(axis=0)) for t, b in read]
     dist = chars = exact = 0
     for line in sample.lines:
+        if only_small and not _small(sample, line):
+            continue
         x0, y0, x1, y1 = line.envelope()
         m = 0.5 * (y1 - y0) / 2
         inside = sorted(((c[0], t) for t, c in centres if x0 - m <= c[0] <= x1 + m and y0 - m <= c[1] <= y1 + m))
@@ -200,8 +210,11 @@ def summarise(name: str, samples: list[Sample], seconds: float, reads) -> dict:
         sel = [(s, r) for s, r in zip(samples, reads) if s.lines and (ocr.script_of(s.lines[0].text) == kind)]
         t = np.sum([score(s, r) for s, r in sel], axis=0)
         by[kind] = 100 * t[0] / max(1, t[1])
+    small = np.sum([score(s, r, only_small=True) for s, r in zip(samples, reads)], axis=0)
+    fp_images = sum(1 for s, r in zip(samples, reads) if not s.lines and r)
     return {"name": name, "cer": 100 * dist / chars, "exact": 100 * exact / lines, "ips": len(samples) / seconds,
-            "fp_lines": fp, "cer_latin": by["latin"], "cer_han": by["han"]}
+            "fp_lines": fp, "fp_images": fp_images, "cer_latin": by["latin"], "cer_han": by["han"],
+            "cer_small": 100 * small[0] / max(1, small[1])}
 
 
 def main() -> None:
@@ -223,10 +236,14 @@ def main() -> None:
         rows.append(summarise("default (full image)", samples, *run_default(samples)))
     for side in [int(v) for v in args.sizes.split(",") if v.strip()]:
         rows.append(summarise(f"ours {side or 'full'}", samples, *run_ours(samples, side)))
-    print(f"\n{'':24s} {'CER %':>7s} {'latin':>7s} {'han':>7s} {'exact %':>8s} {'img/s/core':>11s} {'false lines':>12s}")
+    n_small = sum(_small(s, line) for s in samples for line in s.lines)
+    n_blank = sum(1 for s in samples if not s.lines)
+    print(f"\nCER % over all lines, Latin / Chinese lines, small lines ({n_small} with ink < {SMALL:.1%} of the longer "
+          f"side); exact % of lines; false: lines read on the {n_blank} images without text (images)")
+    print(f"{'':22s} {'CER %':>6s} {'latin':>6s} {'han':>6s} {'small':>6s} {'exact %':>8s} {'img/s/core':>10s} {'false':>9s}")
     for r in rows:
-        print(f"{r['name']:24s} {r['cer']:7.2f} {r['cer_latin']:7.2f} {r['cer_han']:7.2f} {r['exact']:8.1f} "
-              f"{r['ips']:11.2f} {r['fp_lines']:12d}")
+        print(f"{r['name']:22s} {r['cer']:6.2f} {r['cer_latin']:6.2f} {r['cer_han']:6.2f} {r['cer_small']:6.2f} "
+              f"{r['exact']:8.1f} {r['ips']:10.2f} {r['fp_lines']:4d} ({r['fp_images']})")
     chosen = next((r for r in rows if r["name"] == f"ours {ocr.DET_SIDE}"), None)
     if rows and not args.no_default and chosen:
         base = rows[0]

@@ -12,7 +12,13 @@ Per image:
    longer side `REC_SIDE` (perspective crop) and the crops are read in batches. An image without
    text costs detection only (about a third of the full pipeline on text images).
 3. Lines read with confidence below `MIN_SCORE`, or as empty strings, are dropped: detection
-   alone fires on textures (strokes, foliage) that recognition does not read as text.
+   alone fires on textures (strokes, foliage) that recognition does not read as text. Textures
+   that it does read come out as one or two characters: a straight stroke is a '1' with
+   confidence 1.0, a blob a '●', others '3', 'K', '一', '85' at 0.1-0.86, on the benchmark's and
+   the demo's images without text, while real two-character lines ('出口', '超市') score >= 0.99.
+   So a line needs `MIN_CHARS` characters, and one of at most `SHORT_CHARS` needs confidence
+   `MIN_SCORE_SHORT`: a lone glyph is not counted as text (the price: a real one-character
+   sign is missed).
 
 Sizes (measured by `benchmarks/ocr_bench.py`, see its docstring): reading the whole
 image is what the library's default call does; at `DET_SIDE` / `REC_SIDE` the character error
@@ -46,6 +52,8 @@ from operators.decode import ImageItem
 DET_SIDE = 960  # px: longer side of the view text is detected on
 REC_SIDE = 960  # px: longer side of the view lines are cut from for recognition
 MIN_SCORE = 0.5  # recognition confidence below which a line is dropped (the library's default)
+MIN_CHARS = 2  # lines of fewer characters (spaces not counted) are dropped (see the module)
+SHORT_CHARS, MIN_SCORE_SHORT = 2, 0.9  # lines of <= 2 characters need this confidence
 USE_CLS = False  # the 0/180-degree direction classifier
 ENGINE_VERSION = "rapidocr-3.10.0/PP-OCRv6-small"
 
@@ -111,6 +119,31 @@ class OcrEngine:
         return [(str(t), float(s)) for t, s in zip(out.txts or (), out.scores or ())]
 
 
+MODEL_FILES = ("PP-OCRv6_det_small.onnx", "PP-OCRv6_rec_small.onnx")
+
+
+def check_available() -> None:
+    """Raise OcrUnavailable naming what is missing (packages, the models in rapidocr's wheel);
+    loads no model. Run before any work (the `ocr` step's preflight)."""
+    import importlib.util
+    from pathlib import Path
+
+    missing = [m for m in ("rapidocr", "onnxruntime", "cv2") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise OcrUnavailable(f"OCR needs {', '.join(missing)} (rapidocr==3.10.0, onnxruntime, "
+                             "opencv-python-headless: pip install -e .); rapidocr requires Python < 4")
+    try:
+        import cv2  # noqa: F401
+    except ImportError as exc:  # e.g. the GUI build (opencv-python) without libGL.so.1
+        raise OcrUnavailable(f"cannot import OpenCV ({exc}); install the headless build alone: pip uninstall -y "
+                             "opencv-python opencv-python-headless && pip install opencv-python-headless") from None
+    models = Path(importlib.util.find_spec("rapidocr").origin).parent / "models"
+    absent = [f for f in MODEL_FILES if not (models / f).is_file()]
+    if absent:
+        raise OcrUnavailable(f"the OCR models {', '.join(absent)} are not in {models} (reinstall rapidocr==3.10.0: "
+                             "its wheel ships them)")
+
+
 _ENGINES: dict[tuple, OcrEngine] = {}
 _LOCK = threading.Lock()
 
@@ -154,15 +187,23 @@ def covered_share(boxes: np.ndarray, width: int, height: int) -> float:
     scale = min(1.0, 512 / max(width, height))
     mw, mh = max(1, round(width * scale)), max(1, round(height * scale))
     mask = np.zeros((mh, mw), np.uint8)
-    cv2.fillPoly(mask, [np.round(b * scale).astype(np.int32) for b in boxes], 1)
+    for b in boxes:  # one by one: a multi-polygon fill would cancel where boxes overlap
+        cv2.fillConvexPoly(mask, np.round(b * scale).astype(np.int32), 1)
     return float(mask.mean())
+
+
+def keep_line(text: str, score: float, min_score: float = MIN_SCORE) -> bool:
+    """Whether a line read is kept: at least MIN_CHARS characters (spaces not counted),
+    confidence >= min_score, and >= MIN_SCORE_SHORT for lines of at most SHORT_CHARS."""
+    n = len("".join(text.split()))
+    return n >= MIN_CHARS and score >= min_score and (n > SHORT_CHARS or score >= max(min_score, MIN_SCORE_SHORT))
 
 
 def read_text(eng: OcrEngine, det_view: np.ndarray, rec_view: np.ndarray,
               min_score: float = MIN_SCORE) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """Detect on `det_view`, recognise crops of `rec_view` (the same image at another size; both
     RGB uint8 [h, w, 3]). Returns (boxes [n, 4, 2] in rec_view px, [(text, score)]) for the lines
-    kept (score >= min_score, non-empty text), top to bottom."""
+    kept (`keep_line`), top to bottom."""
     det_bgr = np.ascontiguousarray(det_view[:, :, ::-1])
     boxes, _ = eng.detect(det_bgr)
     if len(boxes) == 0:
@@ -171,7 +212,7 @@ def read_text(eng: OcrEngine, det_view: np.ndarray, rec_view: np.ndarray,
     boxes = boxes * np.array([sx, sy], np.float32)
     rec_bgr = det_bgr if rec_view is det_view else np.ascontiguousarray(rec_view[:, :, ::-1])
     read = eng.recognize([eng.crop(rec_bgr, b) for b in boxes])
-    keep = [i for i, (t, s) in enumerate(read) if s >= min_score and t.strip()]
+    keep = [i for i, (t, s) in enumerate(read) if keep_line(t, s, min_score)]
     return boxes[keep], [read[i] for i in keep]
 
 
@@ -184,7 +225,8 @@ class Ocr(Operator):
     # Two ONNX sessions (detection 10 MB, recognition 21 MB) and their working buffers.
     resources = {"num_cpus": 1, "memory": 600 * 2**20}
     writes = (
-        field("ocr_boxes", pa.int32(), "text lines read (detected and recognised with confidence >= 0.5), count"),
+        field("ocr_boxes", pa.int32(), "text lines read (detected, then recognised: >= 2 characters, confidence "
+                                       ">= 0.5, >= 0.9 for 2-character lines), count"),
         field("ocr_area", pa.float32(), "share of the image area covered by the union of the lines' boxes, 0..1"),
         field("ocr_texts", pa.list_(OCR_TEXT_TYPE),
               "the lines read, top to bottom: text (UTF-8, original language), score (recognition confidence, "

@@ -160,3 +160,18 @@ def test_captions_feed_the_manifest_the_graph_and_the_rules(demo_lake, tmp_path)
     drawn = lake.read("samples/cap")
     assert set(drawn["caption_level"].to_pylist()) == {"long"}
     assert all(c.startswith("long ") for c in drawn["caption"].to_pylist())
+
+
+def test_vllm_backend_builds_on_a_gpu_machine(tmp_path):
+    """The in-cluster vLLM path: only where vLLM and a GPU are present (never in CI)."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
+        pytest.skip("the vllm backend needs the vllm package and a GPU")
+    from curation.steps.captions.caption import processor
+    from curation.steps.captions.config import CaptionConfig, VllmBackend
+
+    cfg = CaptionConfig(backend="vllm", vllm=VllmBackend(model_source=str(tmp_path)))
+    assert processor(cfg, lambda row, text, error, usage: row) is not None

@@ -15,7 +15,7 @@ from curation.storage.schemas import CATALOG, SchemaError, table_spec
 def test_every_table_has_one_entry_with_its_key():
     names = [s.name for s in CATALOG]
     assert len(names) == len(set(names))
-    assert {"pool", "profiles", "scores", "embeddings/<encoder>", "dedup", "graph_edges/<encoder>", "removals",
+    assert {"pool", "profiles", "ocr", "captions", "scores", "embeddings/<encoder>", "dedup", "graph_edges/<encoder>", "removals",
             "kg_nodes", "kg_edges", "weights", "manifests/<stage>", "edit_pairs", "samples/<stage>",
             "batches/<stage>"} == set(names)
     keys = {s.name: s.key for s in CATALOG}

@@ -70,13 +70,14 @@ def test_demo_command(ray_session, tmp_path, capsys):
     manifest = tmp_path / "d" / "export" / "lowres" / "manifest.parquet"
     assert f"manifest: {manifest}" in out and pq.read_table(manifest).num_rows > 0
     assert "stage lowres:" in out and "concepts [weight]" in out and "stage sft:" in out  # each stage's balance line
+    assert "[ocr]" in out and "images with text, scripts {" in out and "images/s" in out  # the planted signs read
 
 
 def test_spec_env_expansion_and_packaged_specs(monkeypatch):
     monkeypatch.setenv("CURATE_X", "/data")
     monkeypatch.delenv("CURATE_UNSET", raising=False)
     assert expand_env("${CURATE_X}/a ${CURATE_UNSET:-def} ${CURATE_UNSET}") == "/data/a def "
-    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "score", "dedup", "kg-build", "kg-augment", "kg-weights", "export", "export"]}
+    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "ocr", "score", "dedup", "kg-build", "kg-augment", "kg-weights", "export", "export"]}
     for name, expected in steps.items():
         spec = load_spec(packaged_spec_path(name))
         assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == expected

@@ -39,8 +39,8 @@ def echo(monkeypatch):
 
 
 def test_the_registered_steps():
-    assert registry.names() == ["ingest", "profile", "score", "dedup", "export", "sample", "kg-build",
-                                "kg-augment", "kg-weights"]
+    assert registry.names() == ["ingest", "profile", "ocr", "score", "dedup", "export", "sample", "caption",
+                                "kg-build", "kg-augment", "kg-weights"]
     spec = JobSpec()
     for entry in registry.steps():
         assert callable(entry.function()), entry.name
@@ -53,7 +53,7 @@ def test_the_registered_steps():
 
 
 def test_unknown_step_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown step 'transmogrify'; known steps: ingest, profile, score"):
+    with pytest.raises(ConfigError, match=r"unknown step 'transmogrify'; known steps: ingest, profile, ocr, score"):
         registry.get("transmogrify")
     with pytest.raises(ConfigError, match=r"^steps\[1\]: unknown step 'nope'; known steps: ingest"):
         from_dict(JobSpec, {"steps": [{"step": "profile"}, {"step": "nope"}]})

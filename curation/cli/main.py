@@ -170,6 +170,9 @@ def _demo(args: argparse.Namespace) -> int:
     summaries = run_job(spec)
     print(f"\nlake: {spec.lake}")
     for s in summaries:
+        if s.step == "ocr" and "images_with_text" in s.notes:
+            print(f"ocr: {s.notes['images_with_text']} images with text, scripts {s.notes['scripts']}, "
+                  f"{s.notes['throughput']}")
         if s.step == "export":
             print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
                   f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")

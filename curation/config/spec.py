@@ -40,6 +40,7 @@ from curation.steps.vectors.dedup import DedupConfig
 from curation.steps.export.export import StageConfig
 from curation.steps.ingest.pool import IngestConfig
 from curation.steps.kg.steps import KgConfig
+from curation.steps.profiling.ocr import OcrConfig
 from curation.steps.profiling.profile import ProfileConfig
 from curation.runtime import RuntimeConfig
 from curation.steps.profiling.score import ScoreConfig
@@ -90,6 +91,7 @@ class JobSpec:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     kg: KgConfig = field(default_factory=KgConfig)

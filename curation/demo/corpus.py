@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from curation.demo import fonts
 from curation.demo.captions import make_caption
 from curation.demo.images import (
     DEFECTS, NEAR_DUPLICATE_MAKERS, encode, phash_bits, photo_like, save_image,
@@ -23,6 +24,7 @@ from curation.demo.images import (
 from curation.demo.oddities import (
     BAD_WRITERS, CAPTION_WRITERS, DEFAULT_NAMES, SPECIAL_WRITERS,
 )
+from curation.demo.text import sign_image
 
 _ASPECTS = (1.0, 5 / 4, 4 / 3, 3 / 2, 16 / 9)
 
@@ -69,6 +71,7 @@ class CorpusInfo:
     bad_files: kind -> path of a file that must be rejected (see `oddities.BAD_WRITERS`).
     captions: image path -> caption text written beside it ("" for an empty sidecar, None when
     there is no sidecar or it is not valid UTF-8); JSON sidecars give their "caption".
+    texts: image path -> the lines of text drawn into it (the planted `text` images), top to bottom.
     """
 
     root: Path
@@ -78,6 +81,7 @@ class CorpusInfo:
     exact_duplicates: list[list[str]]
     bad_files: dict[str, str]
     captions: dict[str, str | None] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (paths as strings)."""
@@ -100,6 +104,13 @@ _BAD_FOLDERS = {"empty": "incoming/batch 01", "truncated": "photos/2021", "rando
                 "html_as_png": "web/downloads", "text_as_webp": "misc", "unsupported_format": "scans",
                 "huge_header": "misc", "tiny_1x1": "misc"}
 N_NEAR_DUP_GROUPS, N_EXACT_DUPS, N_EXIF = 8, 3, 3
+# The planted `text` images (signs on photo-like pictures, for OCR): (folder, stem, lines).
+TEXT_SIGNS = [
+    ("photos/2022/summer trip", "IMG_sign_01", ["FRESH COFFEE", "Open Daily"]),
+    ("web/downloads", "menu-board", ["松鼠鳜鱼", "欢迎光临"]),
+    ("photos/2021", "DSC_street", ["Welcome to the Lake"]),
+    ("misc", "海报", ["中文测试"]),
+]
 NEAR_DUP_MAX_BITS = 3  # planted copies are checked (decoded) to be within this pHash distance
 
 
@@ -143,7 +154,9 @@ def make_demo_corpus(out_dir: Path, n_images: int = 120, seed: int = 0,
     rgba, png16, cmyk, animated_gif, animated_webp, three exif_rotated (orientation 6), 8
     near-duplicate originals, 3 exact-duplicate originals, the rest clean. Extra files: 12
     near-duplicate copies (4 pairs, 4 triples; resized 0.6x / JPEG q60 / 2% crop), 3
-    byte-identical copies, a 1x1 PNG and the 7 bad files of `BAD_WRITERS`. Formats: ~72%
+    byte-identical copies, a 1x1 PNG, the 7 bad files of `BAD_WRITERS` and the 4 `text` images
+    of `TEXT_SIGNS` (English and Chinese lines on a sign, `CorpusInfo.texts`; Chinese needs the
+    CJK font of `curation.demo.fonts`, without one those lines are written in English). Formats: ~72%
     JPEG (.jpg/.jpeg/.JPG), ~12% PNG, ~16% WebP. Sidecars: ``x.txt`` (English) for most,
     ~15% ``x.json`` {caption, caption_zh, tags, source_url}, a few Chinese ``.txt``, ~5%
     none, plus one empty, one invalid-UTF-8 and one 20,000-character ``.txt``.
@@ -262,6 +275,21 @@ def make_demo_corpus(out_dir: Path, n_images: int = 120, seed: int = 0,
         files.append(path)
         sidecar(path, "txt", rng, n_images + len(bad))
 
+    # Last, with their own generator: the images above do not depend on them.
+    texts = {}
+    for j, (folder, stem, lines) in enumerate(TEXT_SIGNS):
+        r = np.random.default_rng([seed, 1 << 31, j])
+        if not fonts.cjk_available():
+            lines = [line if fonts.covers("sans", line) else f"Sign {j} line {k}" for k, line in enumerate(lines)]
+        img, _ = sign_image(r, *_size(r), lines)
+        path = root / folder / f"{stem}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(img, path)
+        files.append(path)
+        planted.setdefault("text", []).append(rel(path))
+        texts[rel(path)] = list(lines)
+        sidecar(path, "txt", r, n_images + 100 + j)
+
     files.sort(key=rel)
     return CorpusInfo(root=root, files=files, planted=planted, near_duplicate_groups=groups,
-                      exact_duplicates=exact, bad_files=bad, captions=captions)
+                      exact_duplicates=exact, bad_files=bad, captions=captions, texts=texts)

@@ -198,7 +198,7 @@ def _preflight_ingest(spec: "JobSpec", step: "StepSpec", where: str) -> None:
 
 
 def _validate_profile(spec: "JobSpec", step: "StepSpec", where: str) -> None:
-    from operators.registry import OPERATORS
+    from operators.registry import DEFAULT_OCR_OPERATORS, OPERATORS
 
     ops = spec.profile.operators
     if not ops:
@@ -210,6 +210,39 @@ def _validate_profile(spec: "JobSpec", step: "StepSpec", where: str) -> None:
                               f"known: {', '.join(sorted(OPERATORS))}", f"profile.operators[{i}]")
     if len(set(ops)) != len(ops):
         raise ConfigError(f"profile.operators: an operator is listed twice: {ops}", "profile.operators")
+    for i, name in enumerate(ops):
+        if name in DEFAULT_OCR_OPERATORS:
+            raise ConfigError(f"profile.operators[{i}]: {name!r} belongs to the OCR operator set: run it with the "
+                              "`ocr` step (`- {step: ocr}`, `curate ocr LAKE`; table `ocr`), so that adding it "
+                              "never re-profiles the pool", f"profile.operators[{i}]")
+
+
+def _validate_ocr(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from operators.registry import OPERATORS
+
+    ops = spec.ocr.operators
+    if not ops:
+        raise ConfigError("ocr.operators: give at least one operator (the default is [ocr])", "ocr.operators")
+    for i, name in enumerate(ops):
+        if name not in OPERATORS:
+            raise ConfigError(f"ocr.operators[{i}]: unknown operator {name!r}; known: {', '.join(sorted(OPERATORS))}",
+                              f"ocr.operators[{i}]")
+    if len(set(ops)) != len(ops):
+        raise ConfigError(f"ocr.operators: an operator is listed twice: {ops}", "ocr.operators")
+    for i, name in enumerate(ops):
+        if name in spec.profile.operators:
+            raise ConfigError(f"ocr.operators[{i}]: {name!r} is in profile.operators already (its columns are in "
+                              "`profiles`)", f"ocr.operators[{i}]")
+
+
+def _preflight_ocr(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if "ocr" in spec.ocr.operators:
+        from operators.ocr import OcrUnavailable, check_available
+
+        try:
+            check_available()  # packages and model files, no model loaded
+        except OcrUnavailable as exc:
+            raise ConfigError(f"ocr: {exc}", "ocr") from None
 
 
 def _preflight_score(spec: "JobSpec", step: "StepSpec", where: str) -> None:
@@ -364,6 +397,10 @@ register(Step(
     name="profile", run="curation.steps.profiling.profile:profile", section="profile",
     help="profile features for pool items not yet profiled",
     reads=("pool",), writes=("profiles",), validate=_validate_profile))
+register(Step(
+    name="ocr", run="curation.steps.profiling.ocr:ocr", section="ocr",
+    help="OCR (lines read, boxes, area share, script) for pool items not yet read: its own operator set and table",
+    reads=("pool",), writes=("ocr",), validate=_validate_ocr, preflight=_preflight_ocr))
 register(Step(
     name="score", run="curation.steps.profiling.score:score", section="score",
     help="embeddings, model heads and image-caption alignment",

@@ -31,7 +31,7 @@ from operators.base import Operator, field
 __all__ = [
     "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
     "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
-    "CAPTIONS", "CAPTIONS_SCHEMA", "EDIT_PAIRS", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
+    "CAPTIONS", "CAPTIONS_SCHEMA", "OCR", "EDIT_PAIRS", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
     "EDIT_PAIRS_SCHEMA", "SAMPLES_SCHEMA", "BATCHES_SCHEMA",
     "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
     "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
@@ -54,6 +54,7 @@ KG_EDGES = "kg_edges"
 WEIGHTS = "weights"
 EDIT_PAIRS = "edit_pairs"
 CAPTIONS = "captions"
+OCR = "ocr"
 
 
 def embeddings_table(encoder: str) -> str:
@@ -470,6 +471,10 @@ CATALOG: tuple[TableSpec, ...] = (
     TableSpec(PROFILES, ("id",), None, PROFILE_KEY_FIELDS,
               "per-item features: one row per pool row, one column set per operator (see operators.*.writes)",
               "curation.steps.profiling.profile.profile (curate profile)", builder=profile_schema),
+    TableSpec(OCR, ("id",), None, PROFILE_KEY_FIELDS,
+              "text read in each pool image (lines, boxes, area share, script): the OCR operator set, kept apart "
+              "from `profiles` so that each set is incremental on its own (see operators.ocr)",
+              "curation.steps.profiling.ocr.ocr (curate ocr)", builder=profile_schema),
     TableSpec(SCORES, ("id",), None, SCORE_KEY_FIELDS,
               "per-item model scores: one float32 column per head and per aligned caption field",
               "curation.steps.profiling.score.score (curate score)", builder=scores_schema),

@@ -97,7 +97,22 @@ def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
     """Profile every pool row not yet profiled by this operator set; append to `profiles`.
 
     A different operator set (names or versions) re-profiles the whole pool into a new
-    overwrite version, so a table never mixes producers.
+    overwrite version, so a table never mixes producers. Slow operators that should not be
+    tied to this set run as their own set into their own table (`ocr`: `run_operator_set`).
+    """
+    return run_operator_set(lake, cfg, PROFILES, "profile")[0]
+
+
+def run_operator_set(lake: Lake, cfg: Any, table: str, step: str,
+                     columns: tuple[str, ...] = ()) -> tuple[StepSummary, pa.Table | None]:
+    """Run the operator set `cfg.operators` (with `cfg.max_pixels`, `cfg.batch_size`) over
+    every pool row that `table` does not hold from this set yet, one read and one decode per
+    item, and write the rows to `table` (schema `profile_schema(operators)`, producer column
+    `profile_producer`). Each set has its own table, so sets are incremental independently: a
+    change to one (an operator added, a version bumped) re-runs that set alone.
+
+    Returns the step summary and the rows written by this run (`id`, `error` and `columns`),
+    None when nothing was to do.
     """
     import ray
     import ray.data
@@ -106,9 +121,9 @@ def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
 
     t0 = time.perf_counter()
     runner = ProfileRunner(cfg.operators, cfg.max_pixels)
-    todo, mode = lake.pending("pool", POOL_COLUMNS, PROFILES, "profile_producer", runner.producer)
+    todo, mode = lake.pending("pool", POOL_COLUMNS, table, "profile_producer", runner.producer)
     if todo.num_rows == 0:
-        return StepSummary("profile", 0, 0, time.perf_counter() - t0, notes={"up_to_date": True})
+        return StepSummary(step, 0, 0, time.perf_counter() - t0, notes={"up_to_date": True}), None
     blocks = split_blocks(todo, max_rows=cfg.batch_size * 8, parallelism=4 * cluster_cpus())
     # every task runs all operators: sized by their declared resources (operators.base)
     task_args = ray_stage_args([op.resources for op in runner.operators],
@@ -116,13 +131,13 @@ def profile(lake: Lake, cfg: ProfileConfig) -> StepSummary:
     ds = ray.data.from_arrow(blocks).map_batches(
         _profile_batch, fn_kwargs={"operator_names": cfg.operators, "max_pixels": cfg.max_pixels},
         batch_format="pyarrow", batch_size=cfg.batch_size, **task_args)
-    commit = lake.write_ray(PROFILES, ds, mode=mode, key="id", schema=runner.schema,
-                            producer={"step": "profile", "operators": runner.producer,
+    commit = lake.write_ray(table, ds, mode=mode, key="id", schema=runner.schema,
+                            producer={"step": step, "operators": runner.producer,
                                       "plan": runner.plan.__dict__, "max_pixels": cfg.max_pixels})
-    written = lake.read(PROFILES, columns=["id", "error"], version=commit.version)
+    written = lake.read(table, columns=["id", "error", *columns], version=commit.version)
     written = written.filter(pc.is_in(written["id"], value_set=todo["id"]))
     seconds = time.perf_counter() - t0
-    return StepSummary("profile", todo.num_rows, commit.added_rows, seconds, errors=error_kinds(written["error"]),
+    return StepSummary(step, todo.num_rows, commit.added_rows, seconds, errors=error_kinds(written["error"]),
                        notes={"version": commit.version, "mode": mode,
                               "decode_plan": f"{runner.plan.kind}, long side >= {runner.plan.min_long_side}px, "
-                                             f"DCT reduction <= {runner.plan.max_reduction}"})
+                                             f"DCT reduction <= {runner.plan.max_reduction}"}), written
