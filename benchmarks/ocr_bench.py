@@ -21,8 +21,8 @@ the full decode), all in one process on the same images.
 
     .venv/bin/python benchmarks/ocr_bench.py [--n 240] [--sizes 640,960,1280,0] [--seed 0]
 
-The chosen size is the operator's `DET_SIDE` / `REC_SIDE`; the printed ratio compares it with
-the default call (target: >= 2x faster at <= 1 point more CER).
+The chosen size is the operator's `SIDE`; the printed ratio compares it with the default call
+(target: >= 2x faster at <= 1 point more CER).
 """
 
 from __future__ import annotations
@@ -251,10 +251,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['name']:22s} {r['cer']:6.2f} {r['cer_latin']:6.2f} {r['cer_han']:6.2f} {r['cer_small']:6.2f} "
               f"{r['exact']:8.1f} {r['ips']:10.2f} {r['fp_lines']:4d} ({r['fp_images']})")
-    chosen = next((r for r in rows if r["name"] == f"ours {ocr.DET_SIDE}"), None)
+    chosen = next((r for r in rows if r["name"] == f"ours {ocr.SIDE}"), None)
     if rows and not args.no_default and chosen:
         base = rows[0]
-        print(f"\nours {ocr.DET_SIDE} (the operator's size) vs default: {chosen['ips'] / base['ips']:.2f}x images/s, "
+        print(f"\nours {ocr.SIDE} (the operator's size) vs default: {chosen['ips'] / base['ips']:.2f}x images/s, "
               f"CER {chosen['cer'] - base['cer']:+.2f} points, exact {chosen['exact'] - base['exact']:+.1f} points")
 
 

@@ -6,11 +6,11 @@ dictionary) that ship inside its wheel, run by ONNX Runtime: no download, no GPU
 
 Per image:
 
-1. **Detection** (DB text-region segmentation) on the stage's RGB view with longer side
-   `DET_SIDE` (an image already smaller is used as it is, never upscaled): quadrilateral boxes.
-2. **Recognition** only where detection found something: each box is cut out of the view with
-   longer side `REC_SIDE` (perspective crop) and the crops are read in batches. An image without
-   text costs detection only (about a third of the full pipeline on text images).
+1. **Detection** (DB text-region segmentation) on the RGB view with longer side `SIDE` (an
+   image already smaller is used as it is, never upscaled): quadrilateral boxes.
+2. **Recognition** only where detection found something: each box is cut out of the same view
+   (perspective crop) and the crops are read in batches. An image without text costs
+   detection only.
 3. Lines read with confidence below `MIN_SCORE`, or as empty strings, are dropped: detection
    alone fires on textures (strokes, foliage) that recognition does not read as text. Textures
    that it does read come out as one or two characters: a straight stroke is a '1' with
@@ -20,11 +20,17 @@ Per image:
    `MIN_SCORE_SHORT`: a lone glyph is not counted as text (the price: a real one-character
    sign is missed).
 
-Sizes (measured by `benchmarks/ocr_bench.py`, see its docstring): reading the whole
-image is what the library's default call does; at `DET_SIDE` / `REC_SIDE` the character error
-rate stays within about a point of full size while a 1-2k px image costs a fraction of the time.
-The direction classifier (180-degree flips) is off: it never changed a result on upright
-text and costs a model load per worker.
+Size (`benchmarks/ocr_bench.py`: 240 rendered JPEGs of 800-2000 px, 425 lines of English and
+Chinese, letters 1.8-7% of the longer side, tilted up to 5 degrees, JPEG quality 50-95; one
+core): character error rate 1.06% at 640 px, 0.32% at 800, 0.24% at 960, 0.16% at 1280,
+0.93% on the whole image and 0.90% for the library's default call (which also reads the whole
+image); on the 87 small lines (ink under 2.5% of the longer side) 2.6% at 640, 0% at 800-1280,
+1.4% whole. 640 is the smallest size within a point of the whole image: ~2.9 images/s on a core
+against ~0.5 for the default call and ~1.75 at 800 (the next choice if small print matters
+more than a 1.7x cost). Cutting the lines from a larger view than the one detection saw
+(640/1280) gained nothing (0.98%): the misses at 640 are detection's.
+The direction classifier (180-degree turns) is off: it only helps upside-down lines and costs
+a third model per worker.
 
 One engine per worker process (created lazily on first use, then reused by every image and
 every task that process runs), with ONNX Runtime on one thread (`intra_op_num_threads=1`):
@@ -49,8 +55,7 @@ import pyarrow as pa
 from operators.base import DecodeNeed, Operator, field
 from operators.decode import ImageItem
 
-DET_SIDE = 960  # px: longer side of the view text is detected on
-REC_SIDE = 960  # px: longer side of the view lines are cut from for recognition
+SIDE = 640  # px: longer side of the view text is detected on and lines are cut from
 MIN_SCORE = 0.5  # recognition confidence below which a line is dropped (the library's default)
 MIN_CHARS = 2  # lines of fewer characters (spaces not counted) are dropped (see the module)
 SHORT_CHARS, MIN_SCORE_SHORT = 2, 0.9  # lines of <= 2 characters need this confidence
@@ -72,11 +77,12 @@ class OcrEngine:
     """Text detection and recognition with RapidOCR's models, one ONNX Runtime thread each.
 
     `detect(bgr)` -> (boxes float32 [n, 4, 2] in the array's px, det scores);
-    `recognize(crops)` -> [(text, score)] for BGR line crops. Not thread-safe across calls
-    (ONNX sessions are, but the crops' batching state is not): one engine per process.
+    `recognize(crops)` -> [(text, score)] for BGR line crops. It drives rapidocr's detector and
+    recogniser objects directly (rapidocr is pinned for that). Get one through `engine()`: one
+    per process, loaded once.
     """
 
-    def __init__(self, threads: int = 1, use_cls: bool = USE_CLS, det_side: int = DET_SIDE):
+    def __init__(self, threads: int = 1, use_cls: bool = USE_CLS, det_side: int = SIDE):
         try:
             from rapidocr import RapidOCR
             from rapidocr.ch_ppocr_rec import TextRecInput
@@ -131,7 +137,7 @@ def check_available() -> None:
     missing = [m for m in ("rapidocr", "onnxruntime", "cv2") if importlib.util.find_spec(m) is None]
     if missing:
         raise OcrUnavailable(f"OCR needs {', '.join(missing)} (rapidocr==3.10.0, onnxruntime, "
-                             "opencv-python-headless: pip install -e .); rapidocr requires Python < 4")
+                             "opencv-python-headless: pip install -e .)")
     try:
         import cv2  # noqa: F401
     except ImportError as exc:  # e.g. the GUI build (opencv-python) without libGL.so.1
@@ -148,7 +154,7 @@ _ENGINES: dict[tuple, OcrEngine] = {}
 _LOCK = threading.Lock()
 
 
-def engine(threads: int = 1, use_cls: bool = USE_CLS, det_side: int = DET_SIDE) -> OcrEngine:
+def engine(threads: int = 1, use_cls: bool = USE_CLS, det_side: int = SIDE) -> OcrEngine:
     """The process's engine for these settings: created on first use, then shared."""
     key = (threads, use_cls, det_side)
     if key not in _ENGINES:
@@ -201,8 +207,8 @@ def keep_line(text: str, score: float, min_score: float = MIN_SCORE) -> bool:
 
 def read_text(eng: OcrEngine, det_view: np.ndarray, rec_view: np.ndarray,
               min_score: float = MIN_SCORE) -> tuple[np.ndarray, list[tuple[str, float]]]:
-    """Detect on `det_view`, recognise crops of `rec_view` (the same image at another size; both
-    RGB uint8 [h, w, 3]). Returns (boxes [n, 4, 2] in rec_view px, [(text, score)]) for the lines
+    """Detect on `det_view`, recognise crops of `rec_view` (the same image, at the same or another
+    size; both RGB uint8 [h, w, 3]). Returns (boxes [n, 4, 2] in rec_view px, [(text, score)]) for the lines
     kept (`keep_line`), top to bottom."""
     det_bgr = np.ascontiguousarray(det_view[:, :, ::-1])
     boxes, _ = eng.detect(det_bgr)
@@ -220,8 +226,8 @@ class Ocr(Operator):
     """Text lines, their boxes and script, by detection then recognition (see the module)."""
 
     name = "ocr"
-    version = f"1+{ENGINE_VERSION}@{DET_SIDE}/{REC_SIDE}"
-    need = DecodeNeed("rgb", min_long_side=max(DET_SIDE, REC_SIDE))
+    version = f"1+{ENGINE_VERSION}@{SIDE}"
+    need = DecodeNeed("rgb", min_long_side=SIDE)
     # Two ONNX sessions (detection 10 MB, recognition 21 MB) and their working buffers.
     resources = {"num_cpus": 1, "memory": 600 * 2**20}
     writes = (
@@ -238,12 +244,11 @@ class Ocr(Operator):
 
     def compute(self, item: ImageItem) -> dict[str, Any]:
         eng = engine()
-        det_view = item.rgb(DET_SIDE)
-        rec_view = det_view if REC_SIDE == DET_SIDE else item.rgb(REC_SIDE)
-        boxes, read = read_text(eng, det_view, rec_view)
+        view = item.rgb(SIDE)
+        boxes, read = read_text(eng, view, view)
         if not read:
             return {"ocr_boxes": 0, "ocr_area": 0.0, "ocr_texts": [], "ocr_script": None}
-        h, w = rec_view.shape[:2]
+        h, w = view.shape[:2]
         full = boxes * np.array([item.header.width / w, item.header.height / h], np.float32)
         texts = [{"text": t, "score": s, "box": [float(v) for v in b.reshape(-1)]} for b, (t, s) in zip(full, read)]
         return {"ocr_boxes": len(read), "ocr_area": covered_share(boxes, w, h), "ocr_texts": texts,

@@ -1,9 +1,11 @@
 """Deterministic synthetic data: photo-like images, planted defects, a demo corpus, bad inputs,
-source tables and WebDataset shards. numpy + Pillow + pyarrow only.
+source tables and WebDataset shards. numpy + Pillow + pyarrow (fonts: matplotlib's and Noto CJK).
 
 - `images`: `photo_like`, the defects in `DEFECTS`, the copies in `NEAR_DUPLICATE_MAKERS`;
 - `oddities`: unusual-but-valid formats, undecodable files, odd caption sidecars;
 - `corpus`: `write_jpegs` (benchmarks) and `make_demo_corpus` (demo and tests);
+- `fonts`, `text`: faces for known text (DejaVu from matplotlib, Noto Sans CJK for Chinese) and
+  drawing it with its ground-truth boxes (`draw_text`, `sign_image`: the corpus's `text` images);
 - `sources`: `write_source_table` and `write_webdataset`.
 """
 
