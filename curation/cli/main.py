@@ -373,6 +373,38 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pairs(sub) -> None:
+    p = sub.add_parser("pairs", help="edit pairs: from expert edits, from video frames, or rendered text edits")
+    _lake_arg(p)
+    p.add_argument("--from", dest="origin", nargs="+", required=True, metavar="KIND",
+                   help="'experts DIR' (group folders or a table), 'video SRC' (video files, a folder or a "
+                        "pattern) or 'render' (text drawn on pool images); several sources may follow")
+    p.add_argument("--n", type=_positive_int, help="render: pairs 0..N-1 of the seed (default pairs.render.n)")
+    p.add_argument("--seed", type=int, help="render: seed of every choice (default pairs.render.seed)")
+    p.add_argument("--name", help="source name recorded in the pool for the pair images")
+    _spec_args(p)
+    _ray_args(p)
+
+    def run(a: argparse.Namespace) -> int:
+        kind, sources = a.origin[0], a.origin[1:]
+        if kind not in ("experts", "video", "render"):
+            raise ConfigError(f"--from: unknown kind {kind!r}; use experts DIR, video SRC or render", "--from")
+        if kind == "render" and sources:
+            raise ConfigError("--from render takes no source (backgrounds come from the pool)", "--from")
+        if kind != "render" and (a.n is not None or a.seed is not None):
+            raise ConfigError("--n and --seed apply to --from render only", "--n")
+        a.step = f"pairs-{kind}"
+        options = {"name": a.name}
+        if sources:
+            options["source"] = sources[0] if len(sources) == 1 else sources
+        overrides = {"pairs.render.n": a.n} if a.n is not None else {}
+        if a.seed is not None:
+            options["seed"] = a.seed
+        return _run_step_command(a, options=options, overrides=overrides)
+
+    p.set_defaults(handler=run)
+
+
 def _add_generic_steps(sub) -> None:
     """A command for every registered step that has none of its own above."""
     from curation.steps import registry
@@ -383,11 +415,11 @@ def _add_generic_steps(sub) -> None:
 
 
 _STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "sample", "kg-build", "kg-augment",
-                        "kg-weights"}
+                        "kg-weights", "pairs-experts", "pairs-video", "pairs-render"}
 
 COMMANDS: list[Callable[[Any], None]] = [
     _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export, _add_sample,
-    _add_kg, *LAKE_COMMANDS, _add_run, _add_generic_steps,
+    _add_kg, _add_pairs, *LAKE_COMMANDS, _add_run, _add_generic_steps,
 ]
 
 

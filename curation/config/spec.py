@@ -40,6 +40,7 @@ from curation.steps.vectors.dedup import DedupConfig
 from curation.steps.export.export import StageConfig
 from curation.steps.ingest.pool import IngestConfig
 from curation.steps.kg.steps import KgConfig
+from curation.steps.pairs.config import PairsConfig
 from curation.steps.profiling.ocr import OcrConfig
 from curation.steps.profiling.profile import ProfileConfig
 from curation.runtime import RuntimeConfig
@@ -96,6 +97,7 @@ class JobSpec:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     kg: KgConfig = field(default_factory=KgConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 
@@ -119,6 +121,11 @@ class JobSpec:
             self.score.validate()
         except ValueError as exc:
             raise ConfigError(f"score: {exc}", "score") from None
+        try:
+            self.pairs.validate()
+        except ValueError as exc:  # the message starts with the key it names
+            key = str(exc).split(":", 1)[0]
+            raise ConfigError(str(exc), key) from None
         for i, s in enumerate(self.steps):
             where = f"steps[{i}]"
             registry.get(s.step, f"{where}.step").check(self, s, where)

@@ -442,3 +442,98 @@ register(Step(
     help="one BM25 x hierarchy sampling weight per pool item",
     reads=("kg_nodes", "kg_edges", "pool", "captions"), writes=("weights",),
     validate=_validate_kg_weights, preflight=_preflight_kg_weights, bind=_bind_kg_weights))
+
+
+# --------------------------------------------------------------------------- edit pairs
+
+
+def _preflight_pairs_source(spec: "JobSpec", step: "StepSpec", where: str, section: str) -> None:
+    from curation.steps.ingest import patterns
+
+    cfg = getattr(spec.pairs, section)
+    given = patterns.as_list(step.source or cfg.source)
+    key = f"{where}.source" if step.source else f"pairs.{section}.source"
+    if not given:
+        raise ConfigError(f"{key}: no source given for pairs from {section}", key)
+    for pattern in given:
+        try:
+            expanded = patterns.expand(pattern)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{key}: {exc}", key) from None
+        for source in expanded:
+            _check_exists(source, key, "source")
+
+
+def _preflight_pairs_experts(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    _preflight_pairs_source(spec, step, where, "experts")
+
+
+def _video_encoder(spec: "JobSpec") -> Any:
+    """The encoder config that embeds video frames (`pairs.video.encoder`, else the alignment
+    encoder, else the first of `score.encoders`)."""
+    encoders = {e.name: e for e in spec.score.encoders}
+    name = spec.pairs.video.encoder or spec.score.alignment_encoder or next(iter(encoders), None)
+    if name is None:
+        raise ConfigError("pairs.video.encoder: frames are embedded by an image encoder; configure one in "
+                          "score.encoders", "pairs.video.encoder")
+    if name not in encoders:
+        raise ConfigError(f"pairs.video.encoder: {name!r} is not among score.encoders {sorted(encoders)}",
+                          "pairs.video.encoder")
+    return encoders[name]
+
+
+def _preflight_pairs_video(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    _preflight_pairs_source(spec, step, where, "video")
+    _check_encoder(_video_encoder(spec), "pairs.video.encoder")
+
+
+def _preflight_pairs_render(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from curation.demo.fonts import FontNotFound, cjk_available, font_file
+
+    r = spec.pairs.render
+    if r.ocr_check:
+        from operators.ocr import OcrUnavailable, check_available
+
+        try:
+            check_available()
+        except OcrUnavailable as exc:
+            raise ConfigError(f"pairs.render.ocr_check: {exc}", "pairs.render.ocr_check") from None
+    if "zh" in r.languages and not cjk_available() and not r.font_dir:
+        raise ConfigError("pairs.render.languages: Chinese text needs a CJK font: install this project's "
+                          "dependencies (noto-cjk-sans-otc), `apt-get install fonts-noto-cjk`, set "
+                          "CURATE_CJK_FONT, or give pairs.render.font_dir", "pairs.render.languages")
+    for i, name in enumerate(r.fonts):
+        if "/" in name or name.lower().endswith((".ttf", ".otf", ".ttc")):
+            _check_exists(name, f"pairs.render.fonts[{i}]", "font file")
+        elif not name.startswith("cjk"):
+            try:
+                font_file(name)
+            except (FontNotFound, KeyError) as exc:
+                raise ConfigError(f"pairs.render.fonts[{i}]: {exc}", f"pairs.render.fonts[{i}]") from None
+    if r.font_dir:
+        _check_exists(r.font_dir, "pairs.render.font_dir", "directory")
+
+
+def _bind_pairs(name: str, *extra: str) -> Binder:
+    """Arguments of a pairs step: its sub-config with the step's options applied, plus the
+    spec sections it also reads (`caption`, `score`)."""
+    def bind(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
+        return (_STEPS[name].config(spec, step),), {k: getattr(spec, k) for k in extra}
+    return bind
+
+
+register(Step(
+    name="pairs-experts", run="curation.steps.pairs.steps:pairs_experts", section="pairs.experts",
+    help="edit pairs from expert edits: every ordered pair of each group (original + N edited versions)",
+    reads=("pool", "edit_pairs", "ocr"), writes=("pool", "edit_pairs"), options=("source", "name"),
+    preflight=_preflight_pairs_experts, bind=_bind_pairs("pairs-experts", "caption")))
+register(Step(
+    name="pairs-video", run="curation.steps.pairs.steps:pairs_video", section="pairs.video",
+    help="edit pairs from video frames: shots, frames interval_s apart, a cosine similarity band",
+    reads=("pool", "edit_pairs", "ocr"), writes=("pool", "edit_pairs"), options=("source", "name"),
+    preflight=_preflight_pairs_video, bind=_bind_pairs("pairs-video", "score", "caption")))
+register(Step(
+    name="pairs-render", run="curation.steps.pairs.steps:pairs_render", section="pairs.render",
+    help="rendered text-editing pairs on pool backgrounds, each checked by OCR",
+    reads=("pool", "profiles", "edit_pairs"), writes=("pool", "edit_pairs"), options=("name", "seed"),
+    preflight=_preflight_pairs_render))

@@ -119,6 +119,9 @@ PAIR_FIELDS = (
     field("source_byte_size", pa.int64(), "i2i: length of the input image's bytes, bytes"),
     field("instruction", pa.string(), "i2i: the edit instruction (source -> target)"),
     field("pair_kind", pa.string(), "i2i: how the pair was made (expert, inverse, mixed, video, render)"),
+    field("source_bucket_height", pa.int32(), "i2i: the input image's own training bucket height, px (the pair "
+                                              "trains at bucket_height x bucket_width, the target's)"),
+    field("source_bucket_width", pa.int32(), "i2i: the input image's own training bucket width, px"),
 )
 SCORE_KEY_FIELDS = (ID, ERROR, field("score_producer", pa.string(), "encoders and heads (with weight files) that produced the row"))
 DEDUP_KEY_FIELDS = (
@@ -206,14 +209,14 @@ GRAPH_EDGES_SCHEMA = pa.schema([
 
 
 EDIT_PAIRS_SCHEMA = pa.schema([
-    field("pair_id", pa.string(), "sha256 of source id, target id and kind, lowercase hex"),
+    field("pair_id", pa.string(), "128-bit hash of source id, target id and kind, 32 lowercase hex characters (curation.hashes.pair_hash)"),
     field("group_id", pa.string(), "the group the pair was built from (an original and its edits, a video shot)"),
     field("source_id", pa.string(), "pool id of the input image"),
     field("target_id", pa.string(), "pool id of the edited image"),
     field("kind", pa.string(), "expert, inverse, mixed, video or render"),
     field("instruction", pa.string(), "the edit instruction; null while pending"),
     field("instruction_source", pa.string(), "known, composed, vlm or pending"),
-    field("similarity", pa.float32(), "cosine similarity of the two images' embeddings, [-1, 1]"),
+    field("similarity", pa.float32(), "cosine similarity of the two images' embeddings, [-1, 1]; null when the builder measured none (expert and render pairs)"),
     field("tasks", pa.list_(pa.string()), "the edit task(s) involved"),
     field("provenance_json", pa.string(), "generator version, source video and timestamps, render parameters (JSON)"),
     ERROR,
@@ -506,7 +509,7 @@ CATALOG: tuple[TableSpec, ...] = (
            "curation.steps.captions.caption.caption (curate caption)"),
     _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
            "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
-           "curation.steps.pairs.table.add_pairs (the edit-pair builders call it)"),
+           "curation.steps.pairs.steps (curate pairs --from experts | video | render), via curation.steps.pairs.table.add_pairs"),
     _fixed("samples/<stage>", ("id",), SAMPLES_SCHEMA,
            "one epoch's draw of a stage: items, balancing weight, concept, chosen caption (overwritten per draw; "
            "the commit records the manifest, weights and graph versions)",

@@ -261,6 +261,11 @@ def build_manifest(ev: Evaluation, stage: StageConfig, pairs: pa.Table | None = 
         part = part.append_column("bucket_height", pa.array(np.asarray(bh, dtype=np.int32)))
         part = part.append_column("bucket_width", pa.array(np.asarray(bw, dtype=np.int32)))
         part = part.append_column("seq_len", pa.array(np.asarray(seq_len(bh, bw, stage.buckets), dtype=np.int32)))
+        if "source_height" in part.column_names:  # i2i rows: the input image's own bucket too
+            sh, sw = stage.training_size(part["source_height"].to_numpy(zero_copy_only=False),
+                                         part["source_width"].to_numpy(zero_copy_only=False))
+            part = part.append_column("source_bucket_height", pa.array(np.asarray(sh, dtype=np.int32)))
+            part = part.append_column("source_bucket_width", pa.array(np.asarray(sw, dtype=np.int32)))
         out.append(schemas.conform(part, schema))
     return pa.concat_tables(out)
 

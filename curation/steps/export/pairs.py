@@ -5,7 +5,8 @@ its pair id: the target image's row (uri, caption, features, the bucket is the t
 the source image's uri and byte range and the instruction. Both images must pass the stage's
 rules and removals; the dedup and near-duplicate decisions do not apply to pairs, whose two
 images are near-duplicates of each other by construction. A pair naming an image the pool
-lacks, or one recorded with an error, is left out and counted.
+lacks, one recorded with an error, or one whose instruction is still pending (no rule gave
+one and no difference caption has yet) is left out and counted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def pair_rows(evaluated: pa.Table, pairs: pa.Table) -> tuple[pa.Table, dict[str,
         bad = pc.is_valid(pairs["error"]).to_numpy(zero_copy_only=False)
         skipped["pair_error"] = int(bad.sum())
         pairs = pairs.filter(pa.array(~bad))
+    pending = pc.is_null(pairs["instruction"]).to_numpy(zero_copy_only=False)
+    skipped["instruction_pending"] = int(pending.sum())  # waiting for a difference caption
+    pairs = pairs.filter(pa.array(~pending))
     in_pool = pc.and_(pc.is_in(pairs["source_id"], value_set=evaluated["id"]),
                       pc.is_in(pairs["target_id"], value_set=evaluated["id"])).to_numpy(zero_copy_only=False)
     usable = pc.and_(pc.is_in(pairs["source_id"], value_set=usable_ids),
@@ -48,6 +52,7 @@ def pair_rows(evaluated: pa.Table, pairs: pa.Table) -> tuple[pa.Table, dict[str,
         "source_id": pairs["source_id"], "source_uri": source["uri"],
         "source_byte_offset": source["byte_offset"], "source_byte_size": source["byte_size"],
         "instruction": pairs["instruction"], "pair_kind": pairs["kind"],
+        "source_height": source["height"], "source_width": source["width"],
     }
     for name, col in extra.items():
         if name in rows.column_names:

@@ -74,10 +74,6 @@ class IngestConfig:
 
 
 def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
-    import ray.data
-
-    from curation.runtime import cluster_cpus, split_blocks
-
     given = patterns.as_list(cfg.source)
     if not given:
         raise ValueError("ingest needs a source (a directory, a table file or .tar shards)")
@@ -91,19 +87,9 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
          for n, _, c in found])
     # --- URL tables (issue 10, item 2): http(s) uris are downloaded on Ray into lake shards ---
     candidates, url_rows, url_notes = download_candidates(lake, candidates, name, cfg.download)
-    rows = INGESTED_SCHEMA.empty_table()
-    if candidates.num_rows:
-        blocks = split_blocks(candidates, max_rows=cfg.batch_size, parallelism=2 * cluster_cpus())
-        ds = ray.data.from_arrow(blocks).map_batches(
-            hash_batch, fn_kwargs={"source": name, "root": shard_root(lake)}, batch_format="pyarrow",
-            batch_size=None)
-        parts = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
-        if parts:
-            rows = pa.concat_tables(parts).cast(INGESTED_SCHEMA)
+    rows = hash_candidates(lake, candidates, name, cfg.batch_size)
     rows = pa.concat_tables([rows, url_rows]) if url_rows.num_rows else rows  # URL tables
-    batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    merged = collapse(rows, batch_id)
-    added, updated, superseded = _commit(lake, merged, name, kind)
+    merged, (added, updated, superseded) = add_rows(lake, rows, name, kind)
     summary = StepSummary("ingest", rows_in=rows.num_rows, rows_out=added, seconds=time.perf_counter() - t0,
                           errors=error_kinds(rows["error"]),
                           notes={"source_kind": kind, "source": name, "unique_ids": merged.num_rows,
@@ -115,6 +101,31 @@ def ingest(lake: Lake, cfg: IngestConfig) -> StepSummary:
         summary.notes["sources_ingested"] = len(found)
     summary.notes.update(url_notes)  # URL tables (issue 10, item 2)
     return summary
+
+
+def hash_candidates(lake: Lake, candidates: pa.Table, name: str, batch_size: int = 256) -> pa.Table:
+    """Ingested rows (`INGESTED_SCHEMA`, one or more per candidate) of discovery candidates
+    (`sources.CANDIDATE_SCHEMA`), read and hashed in Ray tasks of `batch_size` candidates."""
+    import ray.data
+
+    from curation.runtime import cluster_cpus, split_blocks
+
+    if not candidates.num_rows:
+        return INGESTED_SCHEMA.empty_table()
+    blocks = split_blocks(candidates, max_rows=batch_size, parallelism=2 * cluster_cpus())
+    ds = ray.data.from_arrow(blocks).map_batches(
+        hash_batch, fn_kwargs={"source": name, "root": shard_root(lake)}, batch_format="pyarrow",
+        batch_size=None)
+    parts = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    return pa.concat_tables(parts).cast(INGESTED_SCHEMA) if parts else INGESTED_SCHEMA.empty_table()
+
+
+def add_rows(lake: Lake, rows: pa.Table, name: str, kind: str) -> tuple[pa.Table, tuple[int, int, int]]:
+    """Collapse ingested rows to one per id and commit them to `pool` (see `_commit`): returns
+    (the collapsed rows, (added, updated, superseded))."""
+    batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    merged = collapse(rows, batch_id)
+    return merged, _commit(lake, merged, name, kind)
 
 
 def _discover_all(given: list[str], cfg: IngestConfig) -> list[tuple[str, str, pa.Table]]:

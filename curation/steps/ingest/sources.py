@@ -30,7 +30,7 @@ Hostile sources are answered per item, never by rejecting the source:
   an `error` naming the link (a sidecar behind such a link is not read: its image's error);
 - file names that are not UTF-8 are kept by their bytes (`io.safe_uri`);
 - a table file with a bad line (malformed, wrong field count) gives that line an error row and
-  ingests the rest; cells of any size are read (`_read_records` falls back to a line reader).
+  ingests the rest; cells of any size are read (`read_records` falls back to a line reader).
 """
 
 from __future__ import annotations
@@ -475,7 +475,7 @@ def _imagefolder_metadata(fs: pafs.FileSystem, files: list[str]) -> tuple[dict[s
     present = set(files)
     for meta in (f for f in files if posixpath.basename(f) in IMAGEFOLDER_METADATA):
         try:
-            names, records = _read_records(fs, meta)
+            names, records = read_records(fs, meta)
         except (OSError, SourceError) as exc:
             problems.append(f"{io.printable(meta)}: {exc}")
             continue
@@ -553,7 +553,7 @@ def read_table_file(fs: pafs.FileSystem, path: str) -> pa.Table:
 Record = tuple[int, "dict[str, Any] | None", "str | None"]  # (line number, row, problem)
 
 
-def _read_records(fs: pafs.FileSystem, path: str) -> tuple[list[str], list[Record]]:
+def read_records(fs: pafs.FileSystem, path: str) -> tuple[list[str], list[Record]]:
     """(column names, records) of a table file; a record is (1-based line, row, None) or
     (line, None, what is wrong with that line).
 
@@ -649,7 +649,7 @@ def _jsonl_records(data: bytes) -> tuple[list[str], list[Record]]:
 
 def _table_candidates(source: str, fs: pafs.FileSystem, path: str, uri_column: str | None) -> pa.Table:
     try:
-        names, records = _read_records(fs, path)
+        names, records = read_records(fs, path)
     except OSError as exc:
         raise SourceError(f"cannot read source table {source}: {exc}") from None
     if records and all(r is None for _, r, _ in records):

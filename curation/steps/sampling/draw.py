@@ -20,51 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.hashes import hex_words, splitmix64
+
 __all__ = ["draw", "item_uniforms", "salt_seed", "top_k_per_source"]
-
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-
 
 def salt_seed(salt: str) -> int:
     """A 64-bit integer from a text salt (stable across processes and Python versions)."""
     return int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "little")
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK
-        return x ^ (x >> np.uint64(31))
-
-
-_HEX = np.full(256, 255, dtype=np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX[_c] = 10 + _i
-
-
-def _hex_prefix(arr: pa.Array) -> np.ndarray | None:
-    """uint64 of the first 16 hex characters of each string, or None if any is not hex."""
-    arr = arr.cast(pa.string())
-    if arr.null_count:
-        return None
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    lengths = np.diff(offsets)
-    if np.any(lengths < 16):
-        return None
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
-    width = int(lengths[0])
-    if np.all(lengths == width):  # equal-length ids (sha256 hex): a strided view, no gather
-        chars = data[offsets[0]:offsets[-1]].reshape(-1, width)[:, :16]
-    else:
-        chars = data[offsets[:-1, None] + np.arange(16)]
-    nibbles = _HEX[chars]
-    if (nibbles == 255).any():
-        return None
-    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])  # 8 bytes per id, big-endian
-    return packed.view(">u8").reshape(-1).astype(np.uint64)
 
 
 def item_uniforms(ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray:
@@ -78,12 +40,13 @@ def item_uniforms(ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray:
     n = len(arr)
     if n == 0:
         return np.zeros(0)
-    raw = _hex_prefix(arr)
-    if raw is None:
+    words, ok = hex_words(arr, 1)
+    raw = words[:, 0]
+    if not ok.all():
         key = salt.encode()[:64]
         raw = np.fromiter((int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(),
                                           "little") for i in arr.to_pylist()), dtype=np.uint64, count=n)
-    x = _splitmix64(raw ^ np.uint64(salt_seed(salt)))
+    x = splitmix64(raw ^ np.uint64(salt_seed(salt)))
     # 53 random bits -> (0, 1): never 0 (log) and never 1
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
 
