@@ -167,17 +167,39 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"demo corpus: {len(info.files)} files in {corpus_dir} ({time.perf_counter() - t0:.1f}s), "
               f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
     write_demo_wiki(os.path.join(workdir, "wiki"))
+    _demo_pair_inputs(workdir)
     summaries = run_job(spec)
     print(f"\nlake: {spec.lake}")
     for s in summaries:
         if s.step == "ocr" and "images_with_text" in s.notes:
             print(f"ocr: {s.notes['images_with_text']} images with text, scripts {s.notes['scripts']}, "
                   f"{s.notes['throughput']}")
+        if s.step.startswith("pairs-"):
+            made = ", ".join(f"{kind} {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})"
+                             for kind, by in s.notes["pairs"].items())
+            print(f"{s.step}: {made or 'no pairs'}" + (f"; rejected {s.notes['rejected']}" if s.notes.get("rejected")
+                                                       else ""))
         if s.step == "export":
             print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
                   f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")
     print(f"inspect: curate status {spec.lake}")
     return 0
+
+
+def _demo_pair_inputs(workdir: str) -> None:
+    """Expert-edit groups and two short videos for the demo's edit-pair steps (kept if present)."""
+    import numpy as np
+
+    from curation.demo import photo_like
+    from curation.demo.edits import write_expert_groups
+    from curation.demo.videos import write_demo_videos
+
+    edits, videos = os.path.join(workdir, "edits"), os.path.join(workdir, "videos")
+    if not os.path.isdir(edits):
+        write_expert_groups(edits, n_groups=4, seed=0)
+    if not os.path.isdir(videos):
+        rng = np.random.default_rng(7)
+        write_demo_videos([photo_like(rng, 960, 640) for _ in range(4)], videos, seed=0)
 
 
 def _add_ingest(sub) -> None:

@@ -16,7 +16,8 @@ One lookup, so every renderer draws with the same faces on every machine:
 
 `font(name, px)` returns a cached `PIL.ImageFont.FreeTypeFont`; `font_file(name)` the path and
 face index (for fontTools or another renderer); `covers(name, text)` says whether a face has a
-glyph for every character of `text` (so a renderer never draws tofu boxes).
+glyph for every character of `text` (so a renderer never draws tofu boxes), `file_covers(path,
+index, text)` the same for any font file.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class FontFile:
     origin: str = ""
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)
 def _codepoints(path: str, index: int) -> frozenset[int]:
     """The code points face `index` of `path` maps (empty if the file cannot be read)."""
     try:
@@ -140,3 +141,9 @@ def covers(name: str, text: str) -> bool:
     """Whether face `name` has a glyph for every non-space character of `text`."""
     f = font_file(name)
     return _has_glyphs(f.path, f.index, text)
+
+
+def file_covers(path: str, index: int, text: str) -> bool:
+    """Whether face `index` of the font file `path` (any .ttf / .otf / .ttc) has a glyph for every
+    non-space character of `text` (False for a file fontTools cannot read)."""
+    return _has_glyphs(path, index, text)

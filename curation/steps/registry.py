@@ -468,23 +468,15 @@ def _preflight_pairs_experts(spec: "JobSpec", step: "StepSpec", where: str) -> N
     _preflight_pairs_source(spec, step, where, "experts")
 
 
-def _video_encoder(spec: "JobSpec") -> Any:
-    """The encoder config that embeds video frames (`pairs.video.encoder`, else the alignment
-    encoder, else the first of `score.encoders`)."""
-    encoders = {e.name: e for e in spec.score.encoders}
-    name = spec.pairs.video.encoder or spec.score.alignment_encoder or next(iter(encoders), None)
-    if name is None:
-        raise ConfigError("pairs.video.encoder: frames are embedded by an image encoder; configure one in "
-                          "score.encoders", "pairs.video.encoder")
-    if name not in encoders:
-        raise ConfigError(f"pairs.video.encoder: {name!r} is not among score.encoders {sorted(encoders)}",
-                          "pairs.video.encoder")
-    return encoders[name]
-
-
 def _preflight_pairs_video(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    from curation.steps.pairs.video_step import encoder_for
+
     _preflight_pairs_source(spec, step, where, "video")
-    _check_encoder(_video_encoder(spec), "pairs.video.encoder")
+    try:
+        encoder = encoder_for(spec.score, spec.pairs.video)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "pairs.video.encoder") from None
+    _check_encoder(encoder, "pairs.video.encoder")
 
 
 def _preflight_pairs_render(spec: "JobSpec", step: "StepSpec", where: str) -> None:

@@ -289,28 +289,17 @@ def pairs_render(lake: Lake, cfg: RenderConfig) -> StepSummary:
     t0 = time.perf_counter()
     done = _rendered_indices(lake, rcfg.seed)
     results, notes = run_renders(lake, rcfg, skip=done)
-    images = []
-    for r in results:
-        if r.get("source_jpeg") is not None:
-            images += [NewImage(r["source_jpeg"], extra={"render": r["group"], "side": "source"}),
-                       NewImage(r["target_jpeg"], extra={"render": r["group"], "side": "target"})]
+    made = [r for r in results if r["source_jpeg"] is not None]
+    images = [NewImage(data, extra={"render": r["group"], "side": side})
+              for r in made for data, side in ((r["source_jpeg"], "source"), (r["target_jpeg"], "target"))]
     ids, _ = add_images(lake, images, rcfg.name, "render")
-    it = iter(ids)
-    rows = []
-    for r in results:
-        if r.get("source_jpeg") is None:
-            continue
-        src, tgt = next(it), next(it)
-        rows.append({"group_id": r["group"], "source_id": src, "target_id": tgt, "kind": "render",
-                     "instruction": r["instruction"], "instruction_source": "known", "similarity": None,
-                     "tasks": [r["task"]], "provenance_json": json.dumps(r["params"], ensure_ascii=False),
-                     "error": r["ocr_error"]})
+    rows = [{"group_id": r["group"], "source_id": ids[2 * k], "target_id": ids[2 * k + 1], "kind": "render",
+             "instruction": r["instruction"], "instruction_source": "known", "similarity": None, "tasks": [r["task"]],
+             "provenance_json": json.dumps(r["params"], ensure_ascii=False), "error": r["ocr_error"]}
+            for k, r in enumerate(made)]
     pairs = pa.Table.from_pylist(rows, schema=schemas.EDIT_PAIRS_SCHEMA)
-    add_pairs(lake, pairs, producer={"generator": notes.get("generator", "render")})
-    failed = Counter(r["language"] for r in rows if r["error"])
-    made = Counter(r["language"] for r in results if r.get("source_jpeg") is not None) if results else Counter()
-    notes.update(pairs=_pair_counts(pairs), already_made=len(done),
-                 ocr_failed={k: f"{failed[k]}/{made[k]}" for k in made})
+    add_pairs(lake, pairs, producer={"generator": "render"})
+    notes.update(pairs=_pair_counts(pairs), already_made=len(done))
     return StepSummary("pairs-render", rows_in=len(results), rows_out=pairs.num_rows, seconds=time.perf_counter() - t0,
                        errors=error_kinds(pairs["error"]), notes=notes)
 

@@ -43,7 +43,7 @@ def pair_ids(source: pa.Array | pa.ChunkedArray, target: pa.Array | pa.ChunkedAr
 
 
 def add_pairs(lake: Lake, pairs: pa.Table, producer: dict | None = None, stats: dict | None = None) -> Commit | None:
-    """Append pairs (columns of `EDIT_PAIRS_SCHEMA`; `pair_id` is derived when absent) to
+    """Append pairs (columns of `EDIT_PAIRS_SCHEMA`; `pair_id` is derived where absent or null) to
     `edit_pairs`. Pairs whose source or target id is not in the pool get an error message.
     Returns the commit, or None when there was nothing to add."""
     spec = schemas.table_spec(schemas.EDIT_PAIRS)
@@ -52,8 +52,12 @@ def add_pairs(lake: Lake, pairs: pa.Table, producer: dict | None = None, stats: 
             raise ValueError(f"edit pairs need a {col!r} column (have {pairs.column_names})")
     if pairs.num_rows == 0:
         return None
-    if "pair_id" not in pairs.column_names:
-        pairs = pairs.append_column("pair_id", pair_ids(pairs["source_id"], pairs["target_id"], pairs["kind"]))
+    if "pair_id" not in pairs.column_names or pairs["pair_id"].null_count:
+        derived = pair_ids(pairs["source_id"], pairs["target_id"], pairs["kind"])
+        if "pair_id" in pairs.column_names:
+            derived = pc.coalesce(pairs["pair_id"], derived)
+            pairs = pairs.drop_columns(["pair_id"])
+        pairs = pairs.append_column("pair_id", derived)
     pool_ids = lake.read(schemas.POOL, columns=["id"])["id"] if lake.exists(schemas.POOL) else pa.array([], pa.string())
     errors = pairs["error"] if "error" in pairs.column_names else pa.nulls(pairs.num_rows, pa.string())
     for col in ("source_id", "target_id"):
