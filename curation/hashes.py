@@ -21,7 +21,7 @@ for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX[_c] = _i
 for _i, _c in enumerate(b"ABCDEF"):
     _HEX[_c] = 10 + _i
-_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_BYTE_HEX = np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), dtype=np.uint8).reshape(256, 2)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ def _pair_hash(left: tuple[np.ndarray, np.ndarray], a: np.ndarray, right: tuple[
         for word in words:
             x = splitmix64(x ^ word)
         digest[:, col] = x
-    text = _DIGITS[_nibbles(digest)].reshape(-1)
+    text = _BYTE_HEX[digest.astype(">u8").view(np.uint8).reshape(n, -1)].reshape(-1)  # big-endian hex
     out = pa.StringArray.from_buffers(n, pa.py_buffer(np.arange(0, 32 * n + 1, 32, dtype=np.int32)),
                                       pa.py_buffer(text.tobytes()))
     slow = np.flatnonzero(~(lok[a] & rok[b]))
@@ -109,8 +109,3 @@ def _pair_hash(left: tuple[np.ndarray, np.ndarray], a: np.ndarray, right: tuple[
                                     digest_size=16).hexdigest()
     return pa.array(values, pa.string())
 
-
-def _nibbles(words: np.ndarray) -> np.ndarray:
-    """(n, k) uint64 -> (n, 16k) uint8 nibbles, most significant first."""
-    b = words.astype(">u8").view(np.uint8).reshape(len(words), -1)
-    return np.stack([b >> 4, b & 15], axis=-1).reshape(len(words), -1)

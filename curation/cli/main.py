@@ -149,6 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
     from curation.config.spec import load_spec, packaged_spec_path
     from curation.config.typed import override
     from curation.demo import make_demo_corpus
+    from curation.demo.edits import write_pair_inputs
     from curation.demo.wiki import write_demo_wiki
     from curation.steps.run import run_job
     from curation.storage.location import check_output_dir
@@ -167,7 +168,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"demo corpus: {len(info.files)} files in {corpus_dir} ({time.perf_counter() - t0:.1f}s), "
               f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
     write_demo_wiki(os.path.join(workdir, "wiki"))
-    _demo_pair_inputs(workdir)
+    write_pair_inputs(workdir)
     summaries = run_job(spec)
     print(f"\nlake: {spec.lake}")
     for s in summaries:
@@ -184,22 +185,6 @@ def _demo(args: argparse.Namespace) -> int:
                   f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")
     print(f"inspect: curate status {spec.lake}")
     return 0
-
-
-def _demo_pair_inputs(workdir: str) -> None:
-    """Expert-edit groups and two short videos for the demo's edit-pair steps (kept if present)."""
-    import numpy as np
-
-    from curation.demo import photo_like
-    from curation.demo.edits import write_expert_groups
-    from curation.demo.videos import write_demo_videos
-
-    edits, videos = os.path.join(workdir, "edits"), os.path.join(workdir, "videos")
-    if not os.path.isdir(edits):
-        write_expert_groups(edits, n_groups=4, seed=0)
-    if not os.path.isdir(videos):
-        rng = np.random.default_rng(7)
-        write_demo_videos([photo_like(rng, 960, 640) for _ in range(4)], videos, seed=0)
 
 
 def _add_ingest(sub) -> None:

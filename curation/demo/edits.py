@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from curation.demo.images import photo_like, save_image
 
-__all__ = ["EDITS", "write_expert_groups"]
+__all__ = ["EDITS", "write_expert_groups", "write_pair_inputs"]
 
 Op = Callable[[Image.Image, np.random.Generator], Image.Image]
 
@@ -124,3 +124,16 @@ def _bad_groups(out: Path, rng: np.random.Generator, size: tuple[int, int]) -> l
         json.dumps({"file": "missing.jpg", "task": "grayscale", "instruction": "Make it grey"}).encode(),
     ]) + b"\n")
     return [lonely, broken]
+
+
+def write_pair_inputs(workdir: str | Path) -> None:
+    """The demo's edit-pair inputs beside its corpus: expert-edit groups in `workdir/edits` and
+    two short videos in `workdir/videos` (each kept if already there)."""
+    from curation.demo.videos import write_demo_videos
+
+    edits, videos = Path(workdir) / "edits", Path(workdir) / "videos"
+    if not edits.is_dir():
+        write_expert_groups(edits, n_groups=4, seed=0)
+    if not videos.is_dir():
+        rng = np.random.default_rng(7)
+        write_demo_videos([photo_like(rng, 960, 640) for _ in range(4)], videos, seed=0)
