@@ -124,16 +124,6 @@ def make_set(n: int, seed: int = 0) -> list[Sample]:
 
 # ---- scoring -----------------------------------------------------------------------------------
 
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def _norm(s: str) -> str:
     return "".join(s.split())
 
@@ -160,7 +150,7 @@ def score(sample: Sample, read: list[tuple[str, np.ndarray]], only_small: bool =
         m = 0.5 * (y1 - y0) / 2
         inside = sorted(((c[0], t) for t, c in centres if x0 - m <= c[0] <= x1 + m and y0 - m <= c[1] <= y1 + m))
         got, want = _norm("".join(t for _, t in inside)), _norm(line.text)
-        d = edit_distance(got, want)
+        d = ocr.edit_distance(got, want)
         dist, chars, exact = dist + d, chars + len(want), exact + (got == want)
     return dist, chars, exact, len(sample.lines), 0
 

@@ -253,3 +253,15 @@ class Ocr(Operator):
         texts = [{"text": t, "score": s, "box": [float(v) for v in b.reshape(-1)]} for b, (t, s) in zip(full, read)]
         return {"ocr_boxes": len(read), "ocr_area": covered_share(boxes, w, h), "ocr_texts": texts,
                 "ocr_script": script_of("".join(t for t, _ in read))}
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings (insertions, deletions, substitutions), the
+    numerator of a character error rate."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]

@@ -505,21 +505,11 @@ def _norm(text: str) -> str:
     return "".join(text.split()).casefold()
 
 
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def cer(read: str, expected: str) -> float:
     """Character error rate of `read` against `expected` after `_norm`: edit distance /
     characters expected (1.0 when nothing was expected and something was read)."""
     a, b = _norm(read), _norm(expected)
-    return _edit_distance(a, b) / len(b) if b else float(bool(a))
+    return ocr.edit_distance(a, b) / len(b) if b else float(bool(a))
 
 
 def _read_in(eng: ocr.OcrEngine, img: Image.Image, box, vertical: bool) -> str:
