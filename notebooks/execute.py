@@ -2,10 +2,13 @@
 included), so they read as examples on any code host without running them.
 
     .venv/bin/python notebooks/execute.py [--workdir /tmp/curate-notebooks] [--images 120]
+    .venv/bin/python notebooks/execute.py --lake /tmp/demo1/lake --only 05_edit_pairs
 
 It runs `curate demo` into WORKDIR (generated corpus, local Ray, local lake), then executes
 every `notebooks/NN_*.ipynb` top to bottom against that lake and writes it back in place. A
-notebook that raises stops the script (exit 1) and is not written. The test suite executes the
+notebook that raises stops the script (exit 1) and is not written. `--lake` uses a lake a
+finished `curate demo` made instead of running one; `--only` executes just the notebooks named
+(file name, with or without `.ipynb`; repeatable). The test suite executes the
 same notebooks on its own demo lake (`tests/test_notebooks.py`) without touching these files.
 """
 
@@ -52,11 +55,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/curate-notebooks", help="where the demo corpus and lake go")
     ap.add_argument("--images", type=int, default=120, help="demo images (as `curate demo --images`)")
+    ap.add_argument("--lake", help="a finished demo lake to run against (no `curate demo` run)")
+    ap.add_argument("--only", action="append", metavar="NAME", help="execute only this notebook (repeatable)")
     args = ap.parse_args()
+    paths = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        wanted = {n if n.endswith(".ipynb") else f"{n}.ipynb" for n in args.only}
+        unknown = wanted - {p.name for p in paths}
+        if unknown:
+            ap.error(f"no such notebook: {', '.join(sorted(unknown))}")
+        paths = [p for p in paths if p.name in wanted]
     t0 = time.perf_counter()
-    lake = run_demo(Path(args.workdir).resolve(), args.images)
+    if args.lake:
+        lake = Path(args.lake).resolve()
+        if not lake.is_dir():
+            ap.error(f"--lake {args.lake}: no such directory")
+    else:
+        lake = run_demo(Path(args.workdir).resolve(), args.images)
     print(f"demo lake: {lake} ({time.perf_counter() - t0:.0f}s)")
-    for path in sorted(HERE.glob("[0-9][0-9]_*.ipynb")):
+    for path in paths:
         t1 = time.perf_counter()
         try:
             images = execute(path, lake)

@@ -59,3 +59,11 @@ def test_stages_and_batches_notebook(demo_lake, monkeypatch, tmp_path):
     assert images >= 3  # buckets, batch sizes, concept marginals, one batch's images
     assert "same sample as the lake True, same plan True" in text and "padding waste" in text
     assert "concepts [uniform]: normalised entropy" in text and "identical True" in text
+
+
+def test_edit_pairs_notebook(demo_lake, monkeypatch, tmp_path):
+    images, text = _run("05_edit_pairs.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
+    assert images >= 5  # kinds, expert / video / render pairs, group graph, manifest
+    assert "pairs per kind (instruction source):" in text and "pending, by reason" in text
+    assert "N(N+1) =" in text and "i2i rows per pair_kind:" in text
+    assert "every i2i row is a pair (id = pair_id, same source and instruction): True" in text
