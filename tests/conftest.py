@@ -85,11 +85,13 @@ def demo_lake(ray_session, demo_corpus, tmp_path_factory):
     from curation.config.spec import load_spec, packaged_spec_path
 
     from curation.demo.edits import write_pair_inputs
+    from curation.demo.failures import write_failure_prompts
     from curation.demo.wiki import write_demo_wiki
 
     workdir = tmp_path_factory.mktemp("demo-run")
     write_demo_wiki(workdir / "wiki")
     write_pair_inputs(workdir)
+    write_failure_prompts(workdir / "failures.jsonl")
     os.environ["CURATE_DEMO_DIR"] = str(workdir)
     spec = load_spec(packaged_spec_path("demo.yaml"))
     spec.steps[0].source = str(demo_corpus.root)

@@ -77,7 +77,9 @@ def test_spec_env_expansion_and_packaged_specs(monkeypatch):
     monkeypatch.setenv("CURATE_X", "/data")
     monkeypatch.delenv("CURATE_UNSET", raising=False)
     assert expand_env("${CURATE_X}/a ${CURATE_UNSET:-def} ${CURATE_UNSET}") == "/data/a def "
-    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "profile", "ocr", "score", "dedup", "kg-build", "kg-augment", "kg-weights", "export", "export"]}
+    steps = {"profile.yaml": ["ingest", "profile", "export"], "demo.yaml": ["ingest", "pairs-experts", "pairs-video", "pairs-render", "profile", "ocr", "score", "dedup",
+                                                            "kg-build", "kg-augment", "kg-weights", "export", "export", "export",
+                                                            "hardcases", "review-propose", "review-export"]}
     for name, expected in steps.items():
         spec = load_spec(packaged_spec_path(name))
         assert {"lowres", "sft"} <= set(spec.stages) and [s.step for s in spec.steps] == expected

@@ -150,6 +150,7 @@ def _demo(args: argparse.Namespace) -> int:
     from curation.config.typed import override
     from curation.demo import make_demo_corpus
     from curation.demo.edits import write_pair_inputs
+    from curation.demo.failures import write_failure_prompts
     from curation.demo.wiki import write_demo_wiki
     from curation.steps.run import run_job
     from curation.storage.location import check_output_dir
@@ -169,6 +170,7 @@ def _demo(args: argparse.Namespace) -> int:
               f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
     write_demo_wiki(os.path.join(workdir, "wiki"))
     write_pair_inputs(workdir)
+    write_failure_prompts(os.path.join(workdir, "failures.jsonl"))
     summaries = run_job(spec)
     print(f"\nlake: {spec.lake}")
     for s in summaries:
@@ -183,8 +185,35 @@ def _demo(args: argparse.Namespace) -> int:
         if s.step == "export":
             print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
                   f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")
+    _demo_review_round(spec, workdir)
     print(f"inspect: curate status {spec.lake}")
     return 0
+
+
+def _demo_review_round(spec, workdir: str) -> None:
+    """The reviewer's side of the demo: a simulated annotator answers the exported tasks, the
+    answers are imported and applied, and the lowres stage is exported again to show the effect."""
+    import pyarrow.compute as pc
+
+    from curation.demo.annotator import simulate_annotations
+    from curation.steps.run import run_step
+    from curation.storage import schemas
+    from curation.storage.lake import Lake
+
+    lake = Lake(spec.lake)
+    before = lake.read(schemas.manifest_table("lowres"), columns=["id", "caption"])
+    tasks = os.path.join(workdir, "review", "tasks.json")
+    answers = os.path.join(workdir, "review", "labelstudio-export.json")
+    verdicts = simulate_annotations(tasks, answers)
+    imported = run_step(lake, "review-import", spec, source=answers)
+    applied = run_step(lake, "review-apply", spec)
+    run_step(lake, "export", spec, stage="lowres", out=os.path.join(workdir, "export", "lowres"))
+    after = lake.read(schemas.manifest_table("lowres"), columns=["id", "label_source"])
+    relabelled = pc.sum(pc.is_valid(after["label_source"])).as_py() if "label_source" in after.column_names else 0
+    print(f"review: simulated reviewer answered {sum(verdicts.values())} tasks {verdicts}; imported "
+          f"{imported.notes['by_verdict']}; applied: {applied.notes['labels_written']} labels, "
+          f"{applied.notes['removals_written']} removals\n"
+          f"  lowres after review: {before.num_rows} -> {after.num_rows} items, {relabelled} with human-approved captions")
 
 
 def _add_ingest(sub) -> None:
@@ -412,6 +441,59 @@ def _add_pairs(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_hardcases(sub) -> None:
+    p = _step_parser(sub, "hardcases", "hardcases")
+    p.add_argument("--prompts", help="failure prompts: .txt (one per line) or .jsonl ({prompt | image, action: "
+                                     "report | prune | boost | fill, reason, tags})")
+    p.add_argument("--images", help="a directory of failure images (each a query)")
+    p.add_argument("--run-id", help="the mining run's id (default: the UTC time); a rerun of an id changes nothing")
+
+    def run(a: argparse.Namespace) -> int:
+        overrides = {f"hardcases.{k}": v for k, v in (("prompts", a.prompts), ("images", a.images),
+                                                      ("run_id", a.run_id)) if v is not None}
+        return _run_step_command(a, overrides=overrides)
+
+    p.set_defaults(handler=run)
+
+
+def _add_review(sub) -> None:
+    review = sub.add_parser("review", help="the review queue: propose, export / import (Label Studio), apply, dataset")
+    rsub = review.add_subparsers(dest="review_command", required=True)
+
+    def run_id_arg(p):
+        p.add_argument("--run-id", help="the review run (default for propose: the UTC time; export: every run)")
+
+    p = _step_parser(rsub, "propose", "review-propose")
+    run_id_arg(p)
+    p.set_defaults(handler=lambda a: _run_step_command(
+        a, overrides={"review.run_id": a.run_id} if a.run_id else None))
+    p = _step_parser(rsub, "export", "review-export")
+    p.add_argument("--to", choices=["labelstudio"], default="labelstudio", help="the annotation tool's format")
+    p.add_argument("out", metavar="OUT.json", help="tasks file; the labelling config goes to OUT.xml, images to images/")
+    run_id_arg(p)
+    p.set_defaults(handler=lambda a: _run_step_command(
+        a, options={"out": a.out}, overrides={"review.run_id": a.run_id} if a.run_id else None))
+    p = _step_parser(rsub, "import", "review-import")
+    p.add_argument("export", metavar="EXPORT.json", help="Label Studio's JSON export of the project")
+    p.set_defaults(handler=lambda a: _run_step_command(a, options={"source": a.export}))
+    _step_parser(rsub, "apply", "review-apply").set_defaults(handler=_run_step_command)
+    p = rsub.add_parser("dataset", help="the human-approved items as a Parquet training set (captioner / reward model)")
+    _lake_arg(p)
+    p.add_argument("out", metavar="OUT.parquet")
+    p.set_defaults(handler=_review_dataset)
+
+
+def _review_dataset(args: argparse.Namespace) -> int:
+    from curation.steps.review.apply import training_set
+    from curation.storage.lake import Lake
+    from curation.storage.location import check_lake
+
+    check_lake(args.lake, create=False)
+    notes = training_set(Lake(args.lake), args.out)
+    print(f"{notes['rows']} labelled items -> {notes['out']}")
+    return 0
+
+
 def _add_generic_steps(sub) -> None:
     """A command for every registered step that has none of its own above."""
     from curation.steps import registry
@@ -422,11 +504,12 @@ def _add_generic_steps(sub) -> None:
 
 
 _STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "sample", "kg-build", "kg-augment",
-                        "kg-weights", "pairs-experts", "pairs-video", "pairs-render"}
+                        "kg-weights", "pairs-experts", "pairs-video", "pairs-render", "hardcases", "review-propose",
+                        "review-export", "review-import", "review-apply"}
 
 COMMANDS: list[Callable[[Any], None]] = [
     _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export, _add_sample,
-    _add_kg, _add_pairs, *LAKE_COMMANDS, _add_run, _add_generic_steps,
+    _add_kg, _add_pairs, _add_hardcases, _add_review, *LAKE_COMMANDS, _add_run, _add_generic_steps,
 ]
 
 
@@ -453,7 +536,8 @@ def _is_user_error(exc: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    name = " ".join(filter(None, (args.command, getattr(args, "kg_command", None))))
+    name = " ".join(filter(None, (args.command, getattr(args, "kg_command", None),
+                                  getattr(args, "review_command", None))))
     try:
         return args.handler(args)
     except Exception as exc:  # noqa: BLE001 - user errors become one line; the rest propagate

@@ -41,6 +41,7 @@ from curation.steps.export.export import StageConfig
 from curation.steps.ingest.pool import IngestConfig
 from curation.steps.kg.steps import KgConfig
 from curation.steps.pairs.config import PairsConfig
+from curation.steps.review.config import HardcasesConfig, ReviewConfig
 from curation.steps.profiling.ocr import OcrConfig
 from curation.steps.profiling.profile import ProfileConfig
 from curation.runtime import RuntimeConfig
@@ -98,6 +99,8 @@ class JobSpec:
     kg: KgConfig = field(default_factory=KgConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    hardcases: HardcasesConfig = field(default_factory=HardcasesConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 
@@ -121,6 +124,10 @@ class JobSpec:
             self.score.validate()
         except ValueError as exc:
             raise ConfigError(f"score: {exc}", "score") from None
+        try:
+            self.review.validate()
+        except ValueError as exc:  # the message starts with the key it names
+            raise ConfigError(str(exc), str(exc).split(":", 1)[0]) from None
         try:
             self.pairs.validate()
         except ValueError as exc:  # the message starts with the key it names

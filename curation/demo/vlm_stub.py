@@ -11,6 +11,7 @@ checked to decode. Markers in the request text make it misbehave, to test error 
     [[500]]         an HTML 500 page, always
     [[400]]         a JSON 400 error body
     [[timeout]]     sleeps `hang_s` before answering
+    [[reject]]      a judge request (review verifier) answered with verdict 'fail'
 
 `latency_s` delays every answer (the benchmark's simulated model time); `GET /stats` returns the
 requests seen and the first and latest arrival times (`/stats?reset=1` also starts counting
@@ -127,6 +128,11 @@ class VlmStub:
         except Exception as exc:  # noqa: BLE001 - a bad image is a 400, as a real server would say
             return 400, {"error": {"message": f"cannot decode image: {exc}"}}, {}
         strings = [json.loads(q) for q in _QUOTED.findall(text)]
+        if "Judge these proposed labels" in text:  # the review queue's AI verifier
+            bad = "[[reject]]" in text
+            judge = {"score": 0.1 if bad else 0.9, "verdict": "fail" if bad else "pass",
+                     "reason": "the labels describe another image" if bad else "the labels match the image"}
+            return 200, {"choices": [{"message": {"role": "assistant", "content": json.dumps(judge)}}], "usage": {}}, {}
         if "source_caption" in text:  # a difference-caption request (two images)
             diff = {"source_caption": "A picture.", "target_caption": "A picture, edited.",
                     "differences": [{"type": "recolor", "description": "the colours changed"}],

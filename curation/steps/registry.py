@@ -529,3 +529,69 @@ register(Step(
     help="rendered text-editing pairs on pool backgrounds, each checked by OCR",
     reads=("pool", "profiles", "edit_pairs"), writes=("pool", "edit_pairs"), options=("name", "seed"),
     preflight=_preflight_pairs_render))
+
+
+# --------------------------------------------------------------------------- active curation
+
+
+def _preflight_hardcases(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    h = spec.hardcases
+    if not h.prompts and not h.images:
+        raise ConfigError("hardcases.prompts: give failure prompts (a .txt or .jsonl file) and / or hardcases.images "
+                          "(a directory of failure images)", "hardcases.prompts")
+    _check_exists(h.prompts, "hardcases.prompts", "prompts file")
+    _check_exists(h.images, "hardcases.images", "directory")
+    encoders = {e.name: e for e in spec.score.encoders}
+    name = h.encoder or spec.score.alignment_encoder
+    if name is not None and name not in encoders:
+        raise ConfigError(f"hardcases.encoder: {name!r} is not among score.encoders {sorted(encoders)}",
+                          "hardcases.encoder")
+    if name is not None:
+        _check_encoder(encoders[name], "hardcases.encoder")
+
+
+def _preflight_review_propose(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if spec.review.verifier.kind == "vlm":
+        _preflight_caption(spec, step, where)
+
+
+def _validate_review_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if not step.out:
+        raise ConfigError(f"{where}.out: review-export needs the tasks file to write (out: tasks.json)", f"{where}.out")
+
+
+def _validate_review_import(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    if not step.source:
+        raise ConfigError(f"{where}.source: review-import needs the annotation export (source: export.json)",
+                          f"{where}.source")
+
+
+def _preflight_review_import(spec: "JobSpec", step: "StepSpec", where: str) -> None:
+    _check_exists(step.source, f"{where}.source", "annotation export")
+
+
+register(Step(
+    name="hardcases", run="curation.steps.review.steps:hardcases", section="hardcases", needs_ray=False,
+    help="failure prompts / images -> hit communities, concept coverage, decisions (prune, boost, fill)",
+    reads=("embeddings/<encoder>", "dedup", "kg_nodes", "weights"),
+    writes=("hardcases", "removals", "kg_nodes"), preflight=_preflight_hardcases,
+    bind=lambda spec, step: ((spec.hardcases,), {"score": spec.score})))
+register(Step(
+    name="review-propose", run="curation.steps.review.steps:review_propose", section="review",
+    help="propose a review batch (hard cases, low alignment, audit, balanced draw) checked by the AI verifier",
+    reads=("pool", "profiles", "scores", "captions", "weights", "hardcases", "reviews"), writes=("reviews",),
+    preflight=_preflight_review_propose, bind=lambda spec, step: ((spec.review,), {"caption": spec.caption})))
+register(Step(
+    name="review-export", run="curation.steps.review.steps:review_export", section="review", needs_ray=False,
+    help="write Label Studio tasks and labelling config for the reviews waiting for a human",
+    reads=("reviews", "pool"), writes=("reviews",), options=("out",), validate=_validate_review_export,
+    bind=lambda spec, step: ((spec.review, step.out), {})))
+register(Step(
+    name="review-import", run="curation.steps.review.steps:review_import", section=None, needs_ray=False,
+    help="read Label Studio's JSON export back: accepted / corrected / rejected",
+    reads=("reviews",), writes=("reviews",), options=("source",), validate=_validate_review_import,
+    preflight=_preflight_review_import, bind=lambda spec, step: ((step.source,), {})))
+register(Step(
+    name="review-apply", run="curation.steps.review.steps:review_apply", section=None, needs_ray=False,
+    help="verdicts -> labels (over the pseudo-labels in export, sampler, kg) and removals (rejected)",
+    reads=("reviews", "labels"), writes=("labels", "removals")))

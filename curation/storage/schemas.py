@@ -31,7 +31,8 @@ from operators.base import Operator, field
 __all__ = [
     "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
     "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
-    "CAPTIONS", "CAPTIONS_SCHEMA", "OCR", "EDIT_PAIRS", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
+    "CAPTIONS", "CAPTIONS_SCHEMA", "OCR", "EDIT_PAIRS", "HARDCASES", "HARDCASES_SCHEMA", "REVIEWS", "REVIEWS_SCHEMA",
+    "LABELS", "LABELS_SCHEMA", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
     "EDIT_PAIRS_SCHEMA", "SAMPLES_SCHEMA", "BATCHES_SCHEMA",
     "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
     "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
@@ -55,6 +56,9 @@ WEIGHTS = "weights"
 EDIT_PAIRS = "edit_pairs"
 CAPTIONS = "captions"
 OCR = "ocr"
+HARDCASES = "hardcases"
+REVIEWS = "reviews"
+LABELS = "labels"
 
 
 def embeddings_table(encoder: str) -> str:
@@ -220,6 +224,63 @@ EDIT_PAIRS_SCHEMA = pa.schema([
     field("tasks", pa.list_(pa.string()), "the edit task(s) involved"),
     field("provenance_json", pa.string(), "generator version, source video and timestamps, render parameters (JSON)"),
     ERROR,
+])
+
+HARDCASES_SCHEMA = pa.schema([
+    field("case_id", pa.string(), "'<run id>:<query id>' (query id: 16 hex of sha256 of kind and query)"),
+    field("run_id", pa.string(), "the mining run (default: UTC date and time)"),
+    field("kind", pa.string(), "'text' (a failure prompt) or 'image' (a failure image)"),
+    field("query", pa.string(), "the prompt, or the image's uri"),
+    field("tags", pa.list_(pa.string()), "the query's concepts: given with the query, else graph titles found in the prompt"),
+    field("action", pa.string(), "report, prune, boost or fill (the decision taken for this query)"),
+    field("reason", pa.string(), "why (given with the query), for removals and boosts"),
+    field("hit_ids", pa.list_(pa.string()), "nearest pool items, most similar first"),
+    field("hit_similarity", pa.list_(pa.float32()), "their cosine similarity to the query, [-1, 1]"),
+    field("communities_json", pa.string(), "hit communities: [{community, level, size, hits, mean_similarity, sample_ids}]"),
+    field("coverage_json", pa.string(), "per query concept: {tag, node, title, status: present | empty | absent, items}"),
+    field("decision_json", pa.string(), "what the action recorded: removals written, boost node and factor, trending node, review requests"),
+    field("decided_at", pa.string(), "UTC ISO-8601 time"),
+])
+
+REVIEWS_SCHEMA = pa.schema([
+    field("review_id", pa.string(), "'<run id>:<item id>'"),
+    ID,
+    field("run_id", pa.string(), "the proposing run"),
+    field("reason", pa.string(), "why the item is reviewed: hard_case, low_alignment, random_audit, balanced"),
+    field("query", pa.string(), "for hard cases: the query that found the item"),
+    field("proposed_long", pa.string(), "proposed long caption (the captioner's, else the source caption)"),
+    field("proposed_medium", pa.string(), "proposed medium caption"),
+    field("proposed_short", pa.string(), "proposed short caption"),
+    field("proposed_tags", pa.list_(pa.string()), "proposed tags (the VLM's, else the source's)"),
+    field("proposed_scores_json", pa.string(), "the current models' scores of the item: {name: value}"),
+    field("proposal_models_json", pa.string(), "where each proposed value came from: captioner model and prompt version, score producer"),
+    field("ai_verifier", pa.string(), "the AI verifier's name and threshold (e.g. 'alignment>=0.25')"),
+    field("ai_score", pa.float32(), "the verifier's score of the proposal"),
+    field("ai_pass", pa.bool_(), "the verifier's verdict"),
+    field("human_verdict", pa.string(), "accepted, corrected or rejected; null until a human answered"),
+    field("annotator", pa.string(), "who answered (the annotation tool's user)"),
+    field("human_note", pa.string(), "the reviewer's note, e.g. why rejected"),
+    field("corrected_long", pa.string(), "the human's long caption (null: the proposal stands)"),
+    field("corrected_medium", pa.string(), "the human's medium caption"),
+    field("corrected_short", pa.string(), "the human's short caption"),
+    field("corrected_tags", pa.list_(pa.string()), "the human's tags"),
+    field("state", pa.string(), "proposed -> ai_checked -> human_pending -> accepted | corrected | rejected"),
+    field("export_file", pa.string(), "the annotation export (tasks file) the item went out in"),
+    field("proposed_at", pa.string(), "UTC ISO-8601 time"),
+    field("updated_at", pa.string(), "UTC ISO-8601 time of the latest state change"),
+])
+
+LABELS_SCHEMA = pa.schema([
+    ID,
+    field("long", pa.string(), "the human-approved long caption (accepted proposal or correction)"),
+    field("medium", pa.string(), "the human-approved medium caption"),
+    field("short", pa.string(), "the human-approved short caption"),
+    field("tags", pa.list_(pa.string()), "the human-approved tags"),
+    field("verdict", pa.string(), "accepted or corrected"),
+    field("annotator", pa.string(), "who decided"),
+    field("decided_at", pa.string(), "UTC ISO-8601 time of the human verdict"),
+    field("review_id", pa.string(), "the review the label came from"),
+    field("run_id", pa.string(), "the review run"),
 ])
 
 CAPTIONS_SCHEMA = pa.schema([
@@ -507,6 +568,16 @@ CATALOG: tuple[TableSpec, ...] = (
     _fixed(CAPTIONS, ("id",), CAPTIONS_SCHEMA,
            "VLM captions per pool item: five levels, tags, NSFW, with model and prompt version (error rows kept)",
            "curation.steps.captions.caption.caption (curate caption)"),
+    _fixed(HARDCASES, ("case_id",), HARDCASES_SCHEMA,
+           "failure queries mined against the pool: hit communities, concept coverage, the decision taken",
+           "curation.steps.review.hardcases (curate hardcases)"),
+    _fixed(REVIEWS, ("review_id",), REVIEWS_SCHEMA,
+           "the review queue: proposals, AI and human verdicts, corrections, state per item and run",
+           "curation.steps.review (curate review propose / export / import)"),
+    _fixed(LABELS, ("id",), LABELS_SCHEMA,
+           "human-approved captions and tags per item (latest human verdict wins); export, the sampler and "
+           "kg augment read them over the pseudo-labels",
+           "curation.steps.review.apply (curate review apply)"),
     _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
            "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
            "curation.steps.pairs.steps (curate pairs --from experts | video | render), via curation.steps.pairs.table.add_pairs"),

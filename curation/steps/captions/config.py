@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["CaptionConfig", "HttpBackend", "VllmBackend"]
+__all__ = ["CaptionConfig", "HttpBackend", "VllmBackend", "captioner_configured"]
 
 
 @dataclass
@@ -86,3 +86,11 @@ class CaptionConfig:
         from curation.steps.captions.prompt import PROMPT_VERSION
 
         return f"{self.backend}:{self.model}|{PROMPT_VERSION}|{self.language}"
+
+
+def captioner_configured(caption: "CaptionConfig | None") -> bool:
+    """Whether the `caption:` section names a captioner (an http url, or vllm weights): what
+    the difference captions of edit pairs and the review queue's VLM verifier need."""
+    if caption is None:
+        return False
+    return bool(caption.http.url) if caption.backend == "http" else bool(caption.vllm.model_source)

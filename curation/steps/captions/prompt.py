@@ -23,6 +23,7 @@ __all__ = ["ANSWER_SCHEMA", "LEVELS", "PROMPT_VERSION", "caption_messages", "dif
 
 PROMPT_VERSION = "caption-v1"
 DIFF_PROMPT_VERSION = "diff-v1"
+JUDGE_PROMPT_VERSION = "judge-v1"
 LEVELS = ("long", "medium", "short", "prompt")
 
 # JSON Schema (draft 2020-12 subset) of one answer; also sent as `response_format` to servers
@@ -51,6 +52,16 @@ DIFF_SCHEMA: dict[str, Any] = {
         "instruction": {"type": "string", "minLength": 1},
     },
     "required": ["source_caption", "target_caption", "differences", "instruction"],
+}
+
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "verdict": {"type": "string", "minLength": 1},
+        "reason": {"type": "string"},
+    },
+    "required": ["score", "verdict", "reason"],
 }
 
 _LANGUAGE = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
@@ -116,6 +127,18 @@ def diff_messages(source_url: str, target_url: str, language: str, ocr_source: l
             {"role": "user", "content": [{"type": "text", "text": user},
                                          {"type": "image_url", "image_url": {"url": source_url}},
                                          {"type": "image_url", "image_url": {"url": target_url}}]}]
+
+
+def judge_messages(image_url: str, proposal: dict) -> list[dict]:
+    """Chat messages asking the VLM to judge proposed labels of an image (the review queue's AI
+    verifier): a score in [0, 1] for how accurate and complete they are, pass or fail, why."""
+    system = _SYSTEM.format(schema=json.dumps(JUDGE_SCHEMA, separators=(",", ":")))
+    user = ("Judge these proposed labels of the image. score: 1 when every statement is true of the image and "
+            "every visible string is transcribed verbatim, 0 when they describe another image. verdict: 'pass' "
+            "or 'fail'. reason: one sentence.\n" + json.dumps(proposal, ensure_ascii=False))
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": [{"type": "text", "text": user},
+                                         {"type": "image_url", "image_url": {"url": image_url}}]}]
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
@@ -185,3 +208,12 @@ def parse_diff_answer(text: str) -> dict:
             "differences": [{"type": d["type"].strip(), "description": d["description"].strip()}
                             for d in value["differences"]],
             "instruction": value["instruction"].strip()}
+
+
+def parse_judge_answer(text: str) -> dict:
+    value = _load_object(text)
+    _check(value, JUDGE_SCHEMA)
+    verdict = value["verdict"].strip().lower()
+    if verdict not in ("pass", "fail"):
+        raise ValueError(f"answer field 'verdict' should be 'pass' or 'fail', got {verdict[:20]!r}")
+    return {"score": float(value["score"]), "verdict": verdict, "reason": value["reason"].strip()}

@@ -139,6 +139,11 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         producers[schemas.CAPTIONS] = _producer(lake, schemas.CAPTIONS)
         captions = lake.read(schemas.CAPTIONS, version=producers[schemas.CAPTIONS]["table_version"])
         table = _left_join(table, _caption_levels(captions), "id")
+    if lake.exists(schemas.LABELS):  # human-approved captions and tags win over the pseudo-labels
+        from curation.steps.review.apply import overlay_labels
+
+        producers[schemas.LABELS] = _producer(lake, schemas.LABELS)
+        table = overlay_labels(table, lake.read(schemas.LABELS, version=producers[schemas.LABELS]["table_version"]))
     table = _with_original_size(table).sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)

@@ -5,7 +5,8 @@
 - augment: the pool's tags (tags column, else tag-style captions) -> taxonomy of named
   parents attached to the graph; prompt-log boosts and trending concepts -> new versions of
   `kg_nodes` / `kg_edges`. Re-running replaces the previous taxonomy, boosts and trending nodes
-  (they are derived), the Wikipedia part is kept as built.
+  (they are derived), the Wikipedia part is kept as built; the boosts and fills that hard-case
+  decisions recorded in `hardcases` are then applied again (`curate hardcases`).
 - weights: every pool item -> one `weights` row (BM25 x hierarchy x boost; graph.kg.weights).
 """
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.storage.lake import Lake
-from curation.storage.schemas import CAPTIONS, KG_EDGES, KG_NODES, WEIGHTS
+from curation.storage.schemas import CAPTIONS, HARDCASES, KG_EDGES, KG_NODES, LABELS, WEIGHTS
 from curation.steps.summary import StepSummary
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import PruneConfig, prune
@@ -137,22 +138,29 @@ def kg_build(lake: Lake, cfg: KgBuildConfig) -> StepSummary:
 def pool_tags(lake: Lake, max_words: int = 4) -> tuple[pa.Array, list[list[str]], str]:
     """(pool ids, one tag list per item, where the tags came from): the source's tags column,
     else a tag-style caption's tags, plus the VLM's semantic tags when the lake has captions
-    (`curate caption`; successful rows only), each tag once per item."""
+    (`curate caption`; successful rows only), each tag once per item; an item a reviewer
+    labelled (`labels`, `curate review apply`) has the reviewer's tags instead."""
     from graph.kg.tags import sample_tags
 
     if not lake.exists("pool"):
         raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
     pool = lake.read("pool", columns=["id", "tags", "caption"])
     tags = sample_tags(pool["tags"], pool["caption"], max_words)
-    if not lake.exists(CAPTIONS):
-        return pool["id"], tags, "pool"
-    captions = lake.read(CAPTIONS, columns=["id", "tags", "error", "caption_producer"])
-    ok = captions.filter(pc.is_null(captions["error"]))
-    vlm = dict(zip(ok["id"].to_pylist(), ok["tags"].to_pylist()))
-    producers = sorted(set(ok["caption_producer"].to_pylist()))
-    merged = [list(dict.fromkeys(own + [t for t in (vlm.get(i) or []) if t]))
-              for i, own in zip(pool["id"].to_pylist(), tags)]
-    return pool["id"], merged, f"pool+captions({', '.join(producers)})" if producers else "pool"
+    source = "pool"
+    if lake.exists(CAPTIONS):
+        captions = lake.read(CAPTIONS, columns=["id", "tags", "error", "caption_producer"])
+        ok = captions.filter(pc.is_null(captions["error"]))
+        vlm = dict(zip(ok["id"].to_pylist(), ok["tags"].to_pylist()))
+        producers = sorted(set(ok["caption_producer"].to_pylist()))
+        tags = [list(dict.fromkeys(own + [t for t in (vlm.get(i) or []) if t]))
+                for i, own in zip(pool["id"].to_pylist(), tags)]
+        source = f"pool+captions({', '.join(producers)})" if producers else "pool"
+    if lake.exists(LABELS):  # a reviewer's tags replace the item's source and VLM tags
+        labels = lake.read(LABELS, columns=["id", "tags"])
+        human = {i: t for i, t in zip(labels["id"].to_pylist(), labels["tags"].to_pylist()) if t is not None}
+        tags = [list(dict.fromkeys(human[i])) if i in human else own for i, own in zip(pool["id"].to_pylist(), tags)]
+        source += f"+labels({len(human)} reviewed)"
+    return pool["id"], tags, source
 
 
 def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
@@ -181,6 +189,10 @@ def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
         notes["prompts"] = f"{len(prompts)} prompts, {int((counts > 0).sum())} nodes boosted"
     if cfg.trending:
         notes["trending"] = add_trending(kg, cfg.trending, factor=cfg.trending_factor)
+    if lake.exists(HARDCASES):  # recorded decisions, not derived: replayed so this rebuild keeps them
+        from curation.steps.review.hardcases import replay_graph_decisions
+
+        notes["hardcases"] = replay_graph_decisions(lake, kg)
     tag_counts(kg, pa.array(tags, pa.list_(pa.string())))
     producer = {"step": "kg augment", "from_kg_nodes_version": version, "embedder": getattr(embed, "name", cfg.embedder),
                 "levels": cfg.taxonomy.levels, "prompts": cfg.prompts and Path(cfg.prompts).name,

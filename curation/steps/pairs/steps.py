@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.steps.captions.config import captioner_configured
 from curation.steps.ingest.generated import NewImage, add_images
 from curation.steps.pairs import compose
 from curation.steps.pairs.config import ExpertsConfig, RenderConfig, VideoConfig
@@ -32,18 +33,11 @@ if TYPE_CHECKING:
     from curation.steps.captions.config import CaptionConfig
     from curation.steps.profiling.score import ScoreConfig
 
-__all__ = ["captioner_configured", "fill_pending", "pairs_experts", "pairs_render", "pairs_video"]
+__all__ = ["fill_pending", "pairs_experts", "pairs_render", "pairs_video"]
 
 EXPERTS_VERSION = "experts/1"
 VIDEO_VERSION = "video/1"
 _DIFF_ERROR = "pairs: difference caption failed"
-
-
-def captioner_configured(caption: "CaptionConfig | None") -> bool:
-    """Whether the `caption:` section names a captioner (an http url, or vllm weights)."""
-    if caption is None:
-        return False
-    return bool(caption.http.url) if caption.backend == "http" else bool(caption.vllm.model_source)
 
 
 def _pair_counts(pairs: pa.Table) -> dict[str, dict[str, int]]:

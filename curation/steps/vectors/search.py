@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from curation.storage.lake import Lake
 from curation.storage.schemas import DEDUP, REMOVALS, REMOVALS_SCHEMA
-from curation.steps.items import read_item
+from curation.steps.items import ItemError, read_item
 from curation.steps.vectors.embeddings import read_embeddings, resolve_encoder
 from graph.knn import KnnIndex, choose_backend, make_index, validate_vectors
 from operators.decode import DecodePlan
@@ -63,16 +63,43 @@ class VectorSearch:
         return [self._table(res.ids[i], res.sims[i]) for i in range(res.ids.shape[0])]
 
     def text(self, text: str, k: int = 10) -> pa.Table:
-        enc = self._load_encoder()
-        return self.vectors(enc.encode_texts([text]).cpu().numpy(), k)[0]
+        return self.vectors(self.embed_texts([text]), k)[0]
 
     def image(self, path: str, k: int = 10) -> pa.Table:
         """Nearest items to the image at `path` (a file, a uri, or a `shard.tar#member` uri).
         Raises ItemError ("read: ..." / "decode: ...") for an unreadable or oversized image."""
         enc = self._load_encoder()
-        item = read_item(path, DecodePlan("rgb", max(enc.image_size), 8))
-        emb = enc.encode_images(enc.prepare(item.pil("RGB"))[None])
+        emb = enc.encode_images(self._prepare(enc, path)[None])
         return self.vectors(emb.normalized.cpu().numpy(), k)[0]
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """float32 (len(texts), D) L2-normalised text-tower embeddings, ONE batched forward."""
+        return self._load_encoder().encode_texts(list(texts)).cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_images(self, paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
+        """Image-tower embeddings of the readable images at `paths`, ONE batched forward.
+
+        Returns (float32 (m, D) L2-normalised rows, in the order of the readable paths;
+        errors: per path, None or the ItemError message ("read: ..." / "decode: ...")).
+        """
+        enc = self._load_encoder()
+        pixels, errors = [], []
+        for path in paths:
+            try:
+                pixels.append(self._prepare(enc, path))
+                errors.append(None)
+            except ItemError as exc:
+                errors.append(str(exc))
+        if not pixels:
+            return np.zeros((0, enc.embed_dim), np.float32), errors
+        emb = enc.encode_images(np.stack(pixels))
+        return emb.normalized.cpu().numpy().astype(np.float32, copy=False), errors
+
+    @staticmethod
+    def _prepare(enc, path: str) -> np.ndarray:
+        """uint8 (H, W, 3) model input of the image at `path`; raises ItemError."""
+        item = read_item(path, DecodePlan("rgb", max(enc.image_size), 8))
+        return enc.prepare(item.pil("RGB"))
 
     def _load_encoder(self):
         if self._encoder is None:
@@ -100,6 +127,57 @@ class VectorSearch:
                                    use_threads=False)
         return details
 
+
+# Removal decisions before they are spread over community members: one row per community.
+PICKS_SCHEMA = pa.schema([pa.field("community", pa.string()), pa.field("query", pa.string()),
+                          pa.field("similarity", pa.float32()), pa.field("reason", pa.string())])
+
+
+def community_column(lake: Lake, level: int) -> str:
+    """`community_l<level>`, checked against the lake's `dedup` table (ValueError naming what to run or set)."""
+    if not lake.exists(DEDUP):
+        raise ValueError("pruning by community needs the `dedup` table: run `curate dedup` first")
+    column = f"community_l{level}"
+    have = [c for c in lake.dataset(DEDUP).schema.names if c.startswith("community_l")]
+    if column not in have:
+        raise ValueError(f"dedup has no community level {level} (levels: {', '.join(have) or 'none'})")
+    return column
+
+
+def best_hit_per_community(hits: pa.Table) -> pa.Table:
+    """One row per community: the most similar of its hits (the earliest on equal similarity).
+
+    hits: columns community (string; null rows are dropped), query, similarity (cosine), reason.
+    Returns those columns (PICKS_SCHEMA), the picked rows in their order in `hits`.
+    """
+    hits = hits.filter(pc.is_valid(hits["community"]))
+    if hits.num_rows == 0:
+        return hits
+    order = np.lexsort((np.arange(hits.num_rows), -hits["similarity"].to_numpy().astype(np.float64)))
+    ranked = hits.take(order)
+    _, first = np.unique(ranked["community"].to_numpy(zero_copy_only=False), return_index=True)
+    picked = order[first]
+    return hits.take(np.sort(picked))
+
+
+def community_removals(lake: Lake, level: int, picks: pa.Table) -> pa.Table:
+    """REMOVALS_SCHEMA rows for every `dedup` member of the picked communities at `level`.
+
+    picks: one row per community (see `best_hit_per_community`): community, reason, query,
+    similarity; each member gets its community's reason, query and similarity. Rows are in
+    `dedup` order, all with the current UTC time as decided_at.
+    """
+    column = community_column(lake, level)
+    dedup = lake.read(DEDUP, columns=["id", column])
+    communities = picks["community"].combine_chunks()
+    members = dedup.filter(pc.is_in(dedup[column], value_set=communities))
+    chosen = picks.take(pc.index_in(members[column], value_set=communities))
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return pa.table({"id": members["id"], "reason": chosen["reason"], "query": chosen["query"],
+                     "community": members[column], "similarity": chosen["similarity"],
+                     "decided_at": pa.array([now] * members.num_rows, pa.string())}, schema=REMOVALS_SCHEMA)
+
+
 def prune(search: VectorSearch, queries: list[tuple[str, str]], *, k: int = 50, min_similarity: float = 0.3,
           level: int = 0, reason: str, apply: bool = False) -> pa.Table:
     """Communities hit by failure queries (("text", "...") or ("image", path)), at `level`.
@@ -110,24 +188,16 @@ def prune(search: VectorSearch, queries: list[tuple[str, str]], *, k: int = 50, 
     if not reason.strip():
         raise ValueError("a removal needs a reason")
     lake = search.lake
-    if not lake.exists(DEDUP):
-        raise ValueError("pruning by community needs the `dedup` table: run `curate dedup` first")
-    column = f"community_l{level}"
-    dedup = lake.read(DEDUP, columns=["id", column])
-    picked: dict[str, tuple[str, float]] = {}
+    column = community_column(lake, level)
+    found = []
     for kind, value in queries:
         hits = search.text(value, k) if kind == "text" else search.image(value, k)
         hits = hits.filter(pc.greater_equal(hits["similarity"], min_similarity))
-        for community, sim in zip(hits[column].to_pylist(), hits["similarity"].to_pylist()):
-            if community is not None and (community not in picked or picked[community][1] < sim):
-                picked[community] = (f"{kind}:{value}", sim)
-    members = dedup.filter(pc.is_in(dedup[column], value_set=pa.array(list(picked), pa.string())))
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    comm = members[column].to_pylist()
-    out = pa.table({"id": members["id"], "reason": pa.array([reason] * members.num_rows, pa.string()),
-                    "query": pa.array([picked[c][0] for c in comm], pa.string()), "community": members[column],
-                    "similarity": pa.array([picked[c][1] for c in comm], pa.float32()),
-                    "decided_at": pa.array([now] * members.num_rows, pa.string())}, schema=REMOVALS_SCHEMA)
+        n = hits.num_rows
+        found.append(pa.table([hits[column], pa.chunked_array([[f"{kind}:{value}"] * n], pa.string()), hits["similarity"],
+                               pa.chunked_array([[reason] * n], pa.string())], schema=PICKS_SCHEMA))
+    picks = best_hit_per_community(pa.concat_tables(found) if found else PICKS_SCHEMA.empty_table())
+    out = community_removals(lake, level, picks)
     if apply and out.num_rows:
         lake.write(REMOVALS, out, producer={"step": "prune", "reason": reason, "queries": len(queries)})
     return out
