@@ -1,6 +1,8 @@
-"""Active-curation benchmarks, one process. Part 1: hard-case mining (`bench_mining`).
+"""Active-curation benchmarks, one process. Part 1: hard-case mining (`bench_mining`); part 2:
+the review queue's round trip on a 10k-item batch (`bench_queue`).
 
-    python benchmarks/review_bench.py [--items 1000000] [--queries 1000] [--dim 512]
+    python benchmarks/review_bench.py [--items 1000000] [--queries 1000] [--dim 512] [--batch 10000]
+                                      [--skip-mining] [--skip-queue]
 
 Part 1 times the path `curation.steps.review.hardcases.mine` takes after embedding the
 queries: ONE batched search of the index plus the vectorised grouping of the hits by
@@ -26,6 +28,14 @@ Recall@k of the index against exact numpy search, over `recall_queries` queries,
 of the exact hits' communities the index's hits reach (what mining reports and prunes); for
 faiss IVF, the same figures and the speed at nprobe 4 (default), 8 and 16.
 Target: >= 200 queries/s on 2 cores.
+
+Part 2 builds a lake of `5 x batch` pool items (files on disk, scores, kg weights with concepts)
+and times `review propose` (a `batch`-item run: low alignment, audit, concept-balanced draw,
+alignment verifier), `review export` (Label Studio tasks; images referenced where they lie
+under the document root) and `review import` of a simulated reviewer's export
+(`curation.demo.annotator`) — the three together, target <= 10 s. Baseline, same process: the
+import done the way a script would, one Delta MERGE per answered item, timed on 100 items and
+scaled to the batch.
 """
 
 from __future__ import annotations
@@ -204,12 +214,108 @@ def community_recall(approx: KnnResult, exact: KnnResult, communities: Community
     return 1.0 if total == 0 else found / total
 
 
+def make_queue_lake(root: Path, n_pool: int, seed: int = 0):
+    """A lake of `n_pool` items whose images are small JPEG files under `root/images`."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from curation.storage import schemas
+    from curation.storage.lake import Lake
+
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    images.mkdir(parents=True)
+    ids = [f"{i:064x}" for i in range(n_pool)]
+    data = __import__("io").BytesIO()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data, "JPEG")
+    for i in ids:  # the same small picture under every item's name: the bench times table work
+        (images / f"{i}.jpg").write_bytes(data.getvalue())
+    lake = Lake(str(root / "lake"))
+    n = n_pool
+    words = ["cat", "dog", "car", "tree", "house", "boat", "bird", "flower", "mountain", "city"]
+    lake.write(schemas.POOL, schemas.table_spec(schemas.POOL).conform(pa.table({
+        "id": ids, "uri": [str(images / f"{i}.jpg") for i in ids], "uris": [[str(images / f"{i}.jpg")] for i in ids],
+        "sources": [["bench"]] * n,
+        "caption": [f"a photo of a {words[i % 10]} and a {words[(i // 10) % 10]}" for i in range(n)],
+        "tags": [[words[i % 10], words[(i // 10) % 10]] for i in range(n)], "bytes_len": [data.tell()] * n})))
+    lake.write(schemas.SCORES, pa.table({
+        "id": ids, "error": pa.nulls(n, pa.string()),
+        "clip_alignment": rng.normal(0.25, 0.05, n).astype(np.float32),
+        "aesthetic": rng.uniform(0, 1, n).astype(np.float32), "score_producer": ["bench"] * n}))
+    nodes = [[int(i % 10), 10 + int((i // 10) % 10)] for i in range(n)]
+    lake.write(schemas.WEIGHTS, schemas.table_spec(schemas.WEIGHTS).conform(pa.table({
+        "id": ids, "weight": np.ones(n), "bm25": rng.uniform(0.5, 2.0, n), "nodes": nodes})))
+    return lake
+
+
+def bench_queue(batch: int = 10_000, seed: int = 0) -> dict:
+    """Time propose + export + import of a `batch`-item review run (see the module)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curation.demo.annotator import simulate_annotations
+    from curation.steps.review import labelstudio as ls
+    from curation.steps.review.annotate import export_reviews, import_reviews
+    from curation.steps.review.config import LabelStudioConfig, ProposeConfig, ReviewConfig
+    from curation.steps.review.queue import propose
+    from curation.storage import schemas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        lake = make_queue_lake(root, 5 * batch, seed)
+        setup_s = time.perf_counter() - t0
+        cfg = ReviewConfig(propose=ProposeConfig(size=batch, balance="uniform"),
+                           labelstudio=LabelStudioConfig(document_root=str(root)))
+        t0 = time.perf_counter()
+        proposed = propose(lake, cfg, "bench")
+        t1 = time.perf_counter()
+        exported = export_reviews(lake, str(root / "ls" / "tasks.json"), cfg, "bench")
+        t2 = time.perf_counter()
+        simulate_annotations(root / "ls" / "tasks.json", root / "ls" / "export.json")
+        t3 = time.perf_counter()
+        imported = import_reviews(lake, str(root / "ls" / "export.json"))
+        t4 = time.perf_counter()
+        # baseline: one MERGE per answered item, on the first 100 answers
+        answers = ls.parse_export((root / "ls" / "export.json").read_bytes()).annotations[:100]
+        reviews = lake.read(schemas.REVIEWS)
+        t5 = time.perf_counter()
+        for a in answers:
+            row = reviews.filter(pc.equal(reviews["review_id"], a.review_id)).to_pylist()[0]
+            row.update(human_note="baseline", updated_at="2027-01-01T00:00:00+00:00")
+            one = pa.Table.from_pylist([row], schema=schemas.REVIEWS_SCHEMA)
+            lake.transact(schemas.REVIEWS, lambda snap, one=one: one, key="review_id",
+                          update_columns=[c for c in schemas.REVIEWS_SCHEMA.names if c != "review_id"])
+        per_item_s = (time.perf_counter() - t5) / len(answers)
+    return {"pool": 5 * batch, "batch": batch, "setup_s": round(setup_s, 1), "propose_s": t1 - t0,
+            "export_s": t2 - t1, "import_s": t4 - t3, "total_s": (t1 - t0) + (t2 - t1) + (t4 - t3),
+            "proposed": proposed["proposed"], "by_reason": proposed["by_reason"], "tasks": exported["tasks"],
+            "applied": imported["applied"], "by_verdict": imported["by_verdict"],
+            "baseline_import_s": per_item_s * imported["annotations"], "baseline_per_item_ms": per_item_s * 1e3}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--skip-mining", action="store_true")
+    ap.add_argument("--skip-queue", action="store_true")
     args = ap.parse_args()
+    if not args.skip_queue:
+        q = bench_queue(args.batch)
+        print(f"review queue: {q['batch']:,}-item run over {q['pool']:,} items (lake made in {q['setup_s']} s, not timed)")
+        print(f"  propose {q['propose_s']:.2f} s ({q['proposed']:,} proposed, {q['by_reason']}), export "
+              f"{q['export_s']:.2f} s ({q['tasks']:,} tasks), import {q['import_s']:.2f} s ({q['applied']:,} applied, "
+              f"{q['by_verdict']})")
+        print(f"  together {q['total_s']:.2f} s (target <= 10 s); per-item MERGE import "
+              f"{q['baseline_per_item_ms']:.0f} ms/item -> {q['baseline_import_s']:.0f} s for the batch: ratio "
+              f"{q['baseline_import_s'] / q['import_s']:.0f}x")
+    if args.skip_mining:
+        return
     r = bench_mining(args.items, args.queries, args.dim)
     print(f"hard-case mining: {r['items']:,} items x {r['dim']}-d, {r['queries']} queries, k={r['k']}, "
           f"index {r['backend']} {r['index_params']} (data {r['data_s']} s, build {r['build_s']} s, not timed)")

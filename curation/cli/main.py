@@ -182,6 +182,14 @@ def _demo(args: argparse.Namespace) -> int:
                              for kind, by in s.notes["pairs"].items())
             print(f"{s.step}: {made or 'no pairs'}" + (f"; rejected {s.notes['rejected']}" if s.notes.get("rejected")
                                                        else ""))
+        if s.step == "hardcases":
+            print(f"hardcases: {s.notes['queries']} queries {s.notes['actions']}: {s.notes['removals']} removals, "
+                  f"{s.notes['boosted_nodes']} nodes boosted, {s.notes['trending_added']} trending added, "
+                  f"{s.notes['review_requests']} review requests; concepts absent {s.notes['concepts_absent']}, "
+                  f"empty {s.notes['concepts_empty']}")
+        if s.step == "review-propose":
+            print(f"review: {s.notes['proposed']} proposed {s.notes.get('by_reason', {})}, AI verifier "
+                  f"{s.notes.get('verifier')}: {s.notes.get('ai_pass')} pass")
         if s.step == "export":
             print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
                   f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")

@@ -61,6 +61,7 @@ def export_reviews(lake: Lake, out: str, cfg: ReviewConfig, run_id: str | None =
     scores = sorted({k for r in rows for k in json.loads(r["proposed_scores_json"] or "{}")})
     tasks = ls.export_tasks(rows, refs, scores)
     fs, path = io.resolve(tasks_path)
+    fs.create_dir(os.path.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(json.dumps(tasks, ensure_ascii=False, indent=1).encode())
     fs, path = io.resolve(config_path)
