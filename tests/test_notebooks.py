@@ -67,3 +67,16 @@ def test_edit_pairs_notebook(demo_lake, monkeypatch, tmp_path):
     assert "pairs per kind (instruction source):" in text and "pending, by reason" in text
     assert "N(N+1) =" in text and "i2i rows per pair_kind:" in text
     assert "every i2i row is a pair (id = pair_id, same source and instruction): True" in text
+
+
+def test_active_curation_notebook(demo_lake, monkeypatch, tmp_path):
+    # The fixture's demo run stops after `review export` (no simulated reviewer): the notebook
+    # shows the proposed queue and says the review has not been applied yet.
+    images, text = _run("06_active_curation.ipynb", {"CURATE_LAKE": demo_lake["lake"]}, monkeypatch, tmp_path)
+    assert images >= 5  # hit grid, coverage, review states, verifier scores, proposals, before / after
+    assert "hit communities per query" in text and "concept coverage per query" in text
+    assert "what each decision recorded:" in text and "added trending node" in text
+    assert "review states per version of the reviews table:" in text and "AI verifier vs human verdict:" in text
+    assert "kg_nodes before the hard cases: v" in text
+    assert "lowres manifest before review: v" in text and "lowres manifest after review:" in text
+    assert "labelling config" in text and "one exported task of" in text
