@@ -126,7 +126,7 @@ def test_difference_captions_for_pairs(caption_lake):
         out = {r["pair_id"]: r for r in difference_captions(pairs, cfg).to_pylist()}
     assert out["p1"]["error"] is None and out["p1"]["instruction"] == 'Change the colours and write "SALE 50%".'
     assert json.loads(out["p1"]["differences_json"])[0]["type"] == "recolor"
-    assert "cannot prepare the images: FileNotFoundError" in out["p3"]["error"]
+    assert "cannot prepare the image: FileNotFoundError" in out["p3"]["error"]
     assert len(out) == 3
 
 

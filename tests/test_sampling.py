@@ -232,13 +232,15 @@ def test_sample_epochs_sizes_and_sources(lake_copy, tmp_path):
     rep = draw_stage(manifest, "st", mixed, size=8).report
     assert [s["quota"] for s in rep["sources"]] == [6, 2] and [s["drawn"] for s in rep["sources"]] == [6, 2]
     small = sum(w <= 500 for w in manifest["width"].to_pylist())
-    assert [s["eligible"] for s in rep["sources"]] == [small, manifest.num_rows - small]
+    rest = sum(w > 500 and "demo" in s for w, s in zip(manifest["width"].to_pylist(), manifest["sources"].to_pylist()))
+    assert [s["eligible"] for s in rep["sources"]] == [small, rest]  # pair images come from other sources
     bad = override(spec, {"sources": [{"name": "x", "where": {"no_such_column": 1}}]})
     with pytest.raises(ValueError, match=r"sources\[0\].where.no_such_column"):
         draw_stage(lake_copy.read(schemas.manifest_table("st")), "st", bad)
 
 
 def test_edit_pairs_sources(lake_copy, tmp_path):
+    shutil.rmtree(os.path.join(lake_copy.root, schemas.EDIT_PAIRS))  # a lake before any pairs were built
     stage = from_dict(StageConfig, {
         "rules": {"min_side": 64}, "neardup": {"enabled": False}, "apply_dedup": False,
         "sources": [{"name": "images", "weight": 4.0}, {"name": "pairs", "table": "edit_pairs"}]})

@@ -40,14 +40,16 @@ def echo(monkeypatch):
 
 def test_the_registered_steps():
     assert registry.names() == ["ingest", "profile", "ocr", "score", "dedup", "export", "sample", "caption",
-                                "kg-build", "kg-augment", "kg-weights"]
+                                "kg-build", "kg-augment", "kg-weights", "pairs-experts", "pairs-video", "pairs-render",
+                                "hardcases", "review-propose", "review-export", "review-import", "review-apply"]
     spec = JobSpec()
     for entry in registry.steps():
         assert callable(entry.function()), entry.name
         assert set(entry.options) <= set(STEP_OPTIONS), entry.name
         if entry.section and entry.section != "stages":
             assert dataclasses.is_dataclass(entry.config(spec)), entry.section
-    assert [e.name for e in registry.steps() if not e.needs_ray] == ["kg-build", "kg-augment", "kg-weights"]
+    assert [e.name for e in registry.steps() if not e.needs_ray] == [
+        "kg-build", "kg-augment", "kg-weights", "hardcases", "review-export", "review-import", "review-apply"]
     assert registry.get("score").writes == ("scores", "embeddings/<encoder>")
     assert registry.get("export").writes == ("manifests/<stage>", "samples/<stage>", "batches/<stage>")
 

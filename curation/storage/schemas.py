@@ -531,7 +531,8 @@ def _fixed(name: str, key: tuple[str, ...], schema: pa.Schema, doc: str, written
 
 CATALOG: tuple[TableSpec, ...] = (
     _fixed(POOL, ("id",), POOL_SCHEMA, "ingested items: one row per distinct image bytes (every uri that held them)",
-           "curation.steps.ingest.pool.ingest (curate ingest)"),
+           "curation.steps.ingest.pool.ingest (curate ingest); the images the edit-pair steps read or make "
+           "(pairs_experts, pairs_video, pairs_render: curate pairs)"),
     TableSpec(PROFILES, ("id",), None, PROFILE_KEY_FIELDS,
               "per-item features: one row per pool row, one column set per operator (see operators.*.writes)",
               "curation.steps.profiling.profile.profile (curate profile)", builder=profile_schema),
@@ -554,9 +555,11 @@ CATALOG: tuple[TableSpec, ...] = (
            "curation.steps.vectors.dedup.dedup (curate dedup)"),
     _fixed(REMOVALS, ("id",), REMOVALS_SCHEMA,
            "recorded removal decisions (takedown, failure pruning); applied at export, never deleted",
-           "curation.steps.vectors.search.prune (curate prune)"),
+           "curation.steps.vectors.search.prune (curate prune); hardcases' prune decisions (curate hardcases); "
+           "review_apply's rejected items (curate review apply)"),
     _fixed(KG_NODES, ("node",), KG_NODES_SCHEMA, "knowledge-graph concepts (articles, taxonomy parents, trending)",
-           "curation.steps.kg.steps.kg_build / kg_augment (curate kg build / augment)"),
+           "curation.steps.kg.steps.kg_build / kg_augment (curate kg build / augment); hardcases' boost and fill "
+           "decisions (curate hardcases)"),
     _fixed(KG_EDGES, ("src", "dst", "kind"), KG_EDGES_SCHEMA, "knowledge-graph links, parent edges and aliases",
            "curation.steps.kg.steps.kg_build / kg_augment (curate kg build / augment)"),
     _fixed(WEIGHTS, ("id",), WEIGHTS_SCHEMA, "per-item sampling weights from caption tags, the knowledge graph and BM25",
@@ -570,17 +573,19 @@ CATALOG: tuple[TableSpec, ...] = (
            "curation.steps.captions.caption.caption (curate caption)"),
     _fixed(HARDCASES, ("case_id",), HARDCASES_SCHEMA,
            "failure queries mined against the pool: hit communities, concept coverage, the decision taken",
-           "curation.steps.review.hardcases (curate hardcases)"),
+           "curation.steps.review.steps.hardcases (curate hardcases)"),
     _fixed(REVIEWS, ("review_id",), REVIEWS_SCHEMA,
            "the review queue: proposals, AI and human verdicts, corrections, state per item and run",
-           "curation.steps.review (curate review propose / export / import)"),
+           "curation.steps.review.steps.review_propose (curate review propose); review_export, review_import "
+           "(curate review export / import)"),
     _fixed(LABELS, ("id",), LABELS_SCHEMA,
            "human-approved captions and tags per item (latest human verdict wins); export, the sampler and "
            "kg augment read them over the pseudo-labels",
-           "curation.steps.review.apply (curate review apply)"),
+           "curation.steps.review.steps.review_apply (curate review apply)"),
     _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
            "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
-           "curation.steps.pairs.steps (curate pairs --from experts | video | render), via curation.steps.pairs.table.add_pairs"),
+           "curation.steps.pairs.steps.pairs_experts / pairs_video / pairs_render (curate pairs --from experts | "
+           "video | render), via curation.steps.pairs.table.add_pairs"),
     _fixed("samples/<stage>", ("id",), SAMPLES_SCHEMA,
            "one epoch's draw of a stage: items, balancing weight, concept, chosen caption (overwritten per draw; "
            "the commit records the manifest, weights and graph versions)",

@@ -87,29 +87,35 @@ def verbatim_share(ocr: list[list[str]], long_captions: list[str | None]) -> tup
     return found, total
 
 
-def _prepare(batch: pa.Table, cfg: CaptionConfig) -> pa.Table:
-    """Ray map_batches: pool rows -> (id, messages as JSON text, prep_error)."""
-    import json
-
-    from curation.storage.io import read_bytes
-
+def message_table(batch: pa.Table, key: str, build, what: str) -> pa.Table:
+    """(key, messages as JSON text, prep_error) per row: `build(row)` returns the chat messages;
+    anything it raises (an unreadable image, a pool row with an error) is that row's
+    `prep_error`, prefixed with `what` ('caption', 'diff', 'judge')."""
     messages, errors = [], []
     for row in batch.to_pylist():
         try:
-            if row["error"]:
-                raise ValueError(f"the pool row has an error ({row['error'].split(';')[0][:120]})")
-            data = read_bytes(row["uri"], row["byte_offset"], row["byte_size"])
-            url = encode_image(data, cfg.image_side, cfg.jpeg_quality)
-            msgs = caption_messages(url, cfg.language, row["ocr"] or [],
-                                    row["caption"] if cfg.use_meta else None,
-                                    (row["entities"] or []) if cfg.use_meta else [])
-            messages.append(json.dumps(msgs, ensure_ascii=False))
+            messages.append(json.dumps(build(row), ensure_ascii=False))
             errors.append(None)
         except Exception as exc:  # noqa: BLE001 - one unreadable image is that row's error
             messages.append(None)
-            errors.append(f"caption: cannot prepare the image: {type(exc).__name__}: {str(exc)[:160]}")
-    return pa.table({"id": batch["id"], "messages": pa.array(messages, pa.string()),
+            errors.append(f"{what}: cannot prepare the image: {type(exc).__name__}: {str(exc)[:160]}")
+    return pa.table({key: batch[key], "messages": pa.array(messages, pa.string()),
                      "prep_error": pa.array(errors, pa.string())})
+
+
+def _prepare(batch: pa.Table, cfg: CaptionConfig) -> pa.Table:
+    """Ray map_batches: pool rows -> (id, messages as JSON text, prep_error)."""
+    from curation.storage.io import read_bytes
+
+    def build(row: dict) -> list[dict]:
+        if row["error"]:
+            raise ValueError(f"the pool row has an error ({row['error'].split(';')[0][:120]})")
+        data = read_bytes(row["uri"], row["byte_offset"], row["byte_size"])
+        url = encode_image(data, cfg.image_side, cfg.jpeg_quality)
+        return caption_messages(url, cfg.language, row["ocr"] or [], row["caption"] if cfg.use_meta else None,
+                                (row["entities"] or []) if cfg.use_meta else [])
+
+    return message_table(batch, "id", build, "caption")
 
 
 def processor(cfg: CaptionConfig, postprocess, schema: dict | None = None, name: str = "caption"):

@@ -22,7 +22,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.steps.captions.caption import encode_image, processor
+from curation.steps.captions.caption import encode_image, message_table, processor
 from curation.steps.captions.config import CaptionConfig
 from curation.steps.captions.prompt import DIFF_PROMPT_VERSION, DIFF_SCHEMA, diff_messages, parse_diff_answer
 
@@ -38,21 +38,13 @@ DIFF_RESULT_SCHEMA = pa.schema([
 def _prepare(batch: pa.Table, cfg: CaptionConfig) -> pa.Table:
     from curation.storage.io import read_bytes
 
-    messages, errors = [], []
-    for row in batch.to_pylist():
-        try:
-            urls = [encode_image(read_bytes(row[f"{side}_uri"], row.get(f"{side}_byte_offset"),
-                                            row.get(f"{side}_byte_size")), cfg.image_side, cfg.jpeg_quality)
-                    for side in ("source", "target")]
-            msgs = diff_messages(urls[0], urls[1], cfg.language, row.get("source_ocr") or [],
-                                 row.get("target_ocr") or [])
-            messages.append(json.dumps(msgs, ensure_ascii=False))
-            errors.append(None)
-        except Exception as exc:  # noqa: BLE001 - an unreadable image is that pair's error
-            messages.append(None)
-            errors.append(f"diff: cannot prepare the images: {type(exc).__name__}: {str(exc)[:160]}")
-    return pa.table({"pair_id": batch["pair_id"], "messages": pa.array(messages, pa.string()),
-                     "prep_error": pa.array(errors, pa.string())})
+    def build(row: dict) -> list[dict]:
+        urls = [encode_image(read_bytes(row[f"{side}_uri"], row.get(f"{side}_byte_offset"),
+                                        row.get(f"{side}_byte_size")), cfg.image_side, cfg.jpeg_quality)
+                for side in ("source", "target")]
+        return diff_messages(urls[0], urls[1], cfg.language, row.get("source_ocr") or [], row.get("target_ocr") or [])
+
+    return message_table(batch, "pair_id", build, "diff")
 
 
 def difference_captions(pairs: pa.Table, cfg: CaptionConfig) -> pa.Table:

@@ -21,22 +21,16 @@ __all__ = ["verify_with_vlm"]
 
 
 def _prepare(batch: pa.Table, cfg) -> pa.Table:
-    from curation.steps.captions.caption import encode_image
+    from curation.steps.captions.caption import encode_image, message_table
     from curation.steps.captions.prompt import judge_messages
     from curation.storage.io import read_bytes
 
-    messages, errors = [], []
-    for row in batch.to_pylist():
-        try:
-            url = encode_image(read_bytes(row["uri"], row["byte_offset"], row["byte_size"]), cfg.image_side,
-                               cfg.jpeg_quality)
-            messages.append(json.dumps(judge_messages(url, json.loads(row["proposal"])), ensure_ascii=False))
-            errors.append(None)
-        except Exception as exc:  # noqa: BLE001 - an unreadable image is that proposal's verdict
-            messages.append(None)
-            errors.append(f"cannot prepare the image: {type(exc).__name__}: {str(exc)[:120]}")
-    return pa.table({"review_id": batch["review_id"], "messages": pa.array(messages, pa.string()),
-                     "prep_error": pa.array(errors, pa.string())})
+    def build(row: dict) -> list[dict]:
+        url = encode_image(read_bytes(row["uri"], row["byte_offset"], row["byte_size"]), cfg.image_side,
+                           cfg.jpeg_quality)
+        return judge_messages(url, json.loads(row["proposal"]))
+
+    return message_table(batch, "review_id", build, "judge")
 
 
 def verify_with_vlm(lake: Lake, rows: list[dict], cfg: VerifierConfig, caption) -> None:
