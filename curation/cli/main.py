@@ -502,6 +502,27 @@ def _review_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_nightly(sub) -> None:
+    p = sub.add_parser("nightly", help="the night's steps as one run: recorded in `runs`, a finished run id is a "
+                                       "no-op, a failed or killed one resumes; exit 0 / 1 failed / 3 locked")
+    _lake_arg(p)
+    p.add_argument("--spec", required=True, help="the night's job spec (its steps, in order): e.g. jobs/nightly.yaml")
+    p.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", type=_key_value, default=[],
+                   help="set a spec key (dotted path, YAML value); repeatable")
+    p.add_argument("--run-id", help="the run's id (default: nightly.run_id, else the UTC date YYYY-MM-DD)")
+    _ray_args(p)
+    p.set_defaults(handler=_nightly)
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    from curation.config.spec import load_spec
+    from curation.config.typed import override
+    from curation.steps.nightly.night import nightly
+
+    spec = override(load_spec(args.spec), {**dict(args.sets), **_runtime_overrides(args), "lake": args.lake})
+    return nightly(spec, args.run_id).exit_code
+
+
 def _add_generic_steps(sub) -> None:
     """A command for every registered step that has none of its own above."""
     from curation.steps import registry
@@ -517,7 +538,7 @@ _STEPS_WITH_COMMANDS = {"ingest", "profile", "score", "dedup", "export", "sample
 
 COMMANDS: list[Callable[[Any], None]] = [
     _add_demo, _add_ingest, _add_profile, _add_score, _add_dedup, _add_search_prune, _add_export, _add_sample,
-    _add_kg, _add_pairs, _add_hardcases, _add_review, *LAKE_COMMANDS, _add_run, _add_generic_steps,
+    _add_kg, _add_pairs, _add_hardcases, _add_review, _add_nightly, *LAKE_COMMANDS, _add_run, _add_generic_steps,
 ]
 
 

@@ -41,6 +41,7 @@ from curation.steps.export.export import StageConfig
 from curation.steps.ingest.pool import IngestConfig
 from curation.steps.kg.steps import KgConfig
 from curation.steps.pairs.config import PairsConfig
+from curation.steps.nightly.night import NightlyConfig
 from curation.steps.review.config import HardcasesConfig, ReviewConfig
 from curation.steps.profiling.ocr import OcrConfig
 from curation.steps.profiling.profile import ProfileConfig
@@ -101,6 +102,7 @@ class JobSpec:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     hardcases: HardcasesConfig = field(default_factory=HardcasesConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"default": StageConfig()})
     steps: list[StepSpec] = field(default_factory=list)
 

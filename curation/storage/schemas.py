@@ -32,7 +32,7 @@ __all__ = [
     "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
     "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
     "CAPTIONS", "CAPTIONS_SCHEMA", "OCR", "EDIT_PAIRS", "HARDCASES", "HARDCASES_SCHEMA", "REVIEWS", "REVIEWS_SCHEMA",
-    "LABELS", "LABELS_SCHEMA", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
+    "LABELS", "LABELS_SCHEMA", "RUNS", "RUNS_SCHEMA", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
     "EDIT_PAIRS_SCHEMA", "SAMPLES_SCHEMA", "BATCHES_SCHEMA",
     "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
     "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
@@ -59,6 +59,7 @@ OCR = "ocr"
 HARDCASES = "hardcases"
 REVIEWS = "reviews"
 LABELS = "labels"
+RUNS = "runs"
 
 
 def embeddings_table(encoder: str) -> str:
@@ -281,6 +282,18 @@ LABELS_SCHEMA = pa.schema([
     field("decided_at", pa.string(), "UTC ISO-8601 time of the human verdict"),
     field("review_id", pa.string(), "the review the label came from"),
     field("run_id", pa.string(), "the review run"),
+])
+
+RUNS_SCHEMA = pa.schema([
+    field("run_id", pa.string(), "the night's id (default: the UTC date, e.g. 2026-12-02)"),
+    field("state", pa.string(), "running, failed or finished"),
+    field("started_at", pa.string(), "UTC ISO-8601 time the first attempt started"),
+    field("ended_at", pa.string(), "UTC ISO-8601 time the latest attempt ended (null while running)"),
+    field("attempts", pa.int32(), "attempts of this run id (a rerun of a failed or killed run is one more)"),
+    field("steps_json", pa.string(), "per step, in order: {step, done, seconds, rows_in, rows_out, errors, versions}"),
+    field("versions_json", pa.string(), "the table versions the run wrote: {table: version}"),
+    field("error", pa.string(), "why the latest attempt failed (step and message); null otherwise"),
+    field("host", pa.string(), "host and process id of the latest attempt"),
 ])
 
 CAPTIONS_SCHEMA = pa.schema([
@@ -582,6 +595,9 @@ CATALOG: tuple[TableSpec, ...] = (
            "human-approved captions and tags per item (latest human verdict wins); export, the sampler and "
            "kg augment read them over the pseudo-labels",
            "curation.steps.review.steps.review_apply (curate review apply)"),
+    _fixed(RUNS, ("run_id",), RUNS_SCHEMA,
+           "nightly runs: state, per-step counts and the table versions each run wrote",
+           "curation.steps.nightly.night.nightly (curate nightly)"),
     _fixed(EDIT_PAIRS, ("pair_id",), EDIT_PAIRS_SCHEMA,
            "image-to-image training pairs (source image -> target image, instruction); both images are pool items",
            "curation.steps.pairs.steps.pairs_experts / pairs_video / pairs_render (curate pairs --from experts | "

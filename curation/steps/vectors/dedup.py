@@ -151,8 +151,9 @@ def _quality_table(lake: Lake) -> pa.Table:
     return table.drop_columns([c for c in ("keep", "reason", "dup_group") if c in table.column_names])
 
 
-def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
-    """Run the workflow over the lake; write `dedup` (overwrite) and `graph_edges/<encoder>`."""
+def dedup(lake: Lake, cfg: DedupConfig, *, map_fn: Callable[[Callable, Iterable], Iterable] | None = None) -> StepSummary:
+    """Run the workflow over the lake; write `dedup` (overwrite) and `graph_edges/<encoder>`.
+    map_fn: how Leiden fans out over components (default: Ray tasks, `ray_map`)."""
     t0 = time.perf_counter()
     name = resolve_encoder(lake, cfg.encoder, setting="dedup.encoder")
     emb_ids, vectors = read_embeddings(lake, name, dtype=np.float32)
@@ -163,7 +164,7 @@ def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
 
         knn = sharded_knn_graph(validate_vectors(vectors), min(cfg.k, len(ids) - 1), cfg.shards,
                                 backend=cfg.backend, **cfg.knn_params)
-    result = semantic_groups(vectors, cfg, knn=knn, map_fn=ray_map) if len(ids) else None
+    result = semantic_groups(vectors, cfg, knn=knn, map_fn=map_fn or ray_map) if len(ids) else None
     quality = _quality_table(lake)
     table = decide(quality, ids, result, cfg)
     edges = edges_table(result.src, result.dst, result.sim) if result else edges_table(
@@ -184,6 +185,22 @@ def dedup(lake: Lake, cfg: DedupConfig) -> StepSummary:
         **({"WARNING": f"saturation {result.saturation:.1%}: many items still have a neighbour >= tau at rank k; raise k"}
            if result and result.saturation > 0.05 else {}),
     })
+
+
+def hash_labels(quality: pa.Table, cfg: DedupConfig) -> np.ndarray | None:
+    """pHash / window-hash near-duplicate label per row of `quality` (smallest row of its
+    group), or None when the config or the table has no hash signal. Link-based (connected
+    components of pairwise matches), so a subset of rows closed under these groups gets the
+    same partition (what the incremental dedup relies on)."""
+    signals = [c for c in (["phash"] if cfg.phash_max_distance is not None else [])
+               + (list(HASH_COLUMNS) if cfg.window_distance is not None else []) if c in quality.column_names]
+    if not signals:
+        return None
+    window = cfg.window_distance or 0
+    decision = NearDupConfig(max_distance=cfg.phash_max_distance or 0, windows=cfg.window_distance is not None,
+                             window_distance=window,
+                             window_strict_distance=min(NearDupConfig().window_strict_distance, window))
+    return near_duplicate_labels(quality.select(signals), decision)
 
 
 def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, cfg: DedupConfig) -> pa.Table:
@@ -210,14 +227,8 @@ def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, c
         semantic[b[ok & (a != b)]] = True
         if result.levels.size:
             levels[rows[present]] = np.asarray(emb_ids, object)[result.levels[present]]
-    signals = [c for c in (["phash"] if cfg.phash_max_distance is not None else [])
-               + (list(HASH_COLUMNS) if cfg.window_distance is not None else []) if c in quality.column_names]
-    if signals:
-        window = cfg.window_distance or 0
-        decision = NearDupConfig(max_distance=cfg.phash_max_distance or 0, windows=cfg.window_distance is not None,
-                                 window_distance=window,
-                                 window_strict_distance=min(NearDupConfig().window_strict_distance, window))
-        pg = near_duplicate_labels(quality.select(signals), decision)
+    pg = hash_labels(quality, cfg)
+    if pg is not None:
         a_parts.append(np.arange(n))
         b_parts.append(pg)
         multi = np.bincount(pg, minlength=n)[pg] > 1
