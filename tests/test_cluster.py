@@ -25,13 +25,21 @@ def test_job_submit_runs_a_spec(ray_session, tmp_path):
     assert url, "the test session must run with the dashboard"
     write_jpegs(tmp_path / "images", 5, megapixels=(0.1, 0.2), seed=7)
     client = JobSubmissionClient(f"http://{url}")
-    job = client.submit_job(
+    submit = dict(
         # `python -m curation.cli.main` is `curate`; the job driver may not have the venv on PATH.
         entrypoint=f"{sys.executable} -m curation.cli.main run jobs/profile.yaml",
         runtime_env={"working_dir": str(REPO), "env_vars": {
             "CURATE_SOURCE": str(tmp_path / "images"), "CURATE_LAKE": str(tmp_path / "lake"),
             "CURATE_OUT": str(tmp_path / "out"), "CURATE_PROGRESS": "0"}},
     )
+    for attempt in range(30):
+        try:
+            job = client.submit_job(**submit)
+            break
+        except RuntimeError as exc:  # the dashboard's job agent starts lazily; Ray says "try again later"
+            if "No available agent" not in str(exc) or attempt == 29:
+                raise
+            time.sleep(2)
     deadline = time.time() + 240
     while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         assert time.time() < deadline, client.get_job_logs(job)
