@@ -149,3 +149,29 @@ def test_one_run_per_lake(night, tmp_path):
     holder.wait(timeout=300)
     assert second.returncode == 3 and "another nightly run holds" in second.stdout
     assert holder.returncode == 0
+
+
+def test_incremental_dedup_as_the_step_mode(night, tmp_path):
+    """`dedup.mode: incremental` after a full run: a night's new items are decided against the
+    existing groups, and a night with nothing new writes nothing."""
+    root, spec = night
+    from curation.demo import write_jpegs
+
+    text = spec.read_text().replace("  - {step: score}\n", "  - {step: score}\n  - {step: dedup}\n")
+    text = text.replace("steps:", "dedup: {encoder: clip, k: 4, tau: 0.99, levels: [1.0], keep_by: [], mode: incremental}\nsteps:")
+    night_spec = tmp_path / "night.yaml"
+    night_spec.write_text(text)
+    lake = tmp_path / "lake"
+    first = _curate("nightly", str(lake), "--spec", str(night_spec), "--run-id", "d1")  # no dedup yet: a full run
+    assert first.returncode == 0, first.stderr[-2000:]
+    extra = write_jpegs(tmp_path / "more", 3, megapixels=(0.05, 0.1), seed=9)
+    (root / "imgs" / "night2-copy.jpg").write_bytes(extra[0].read_bytes())
+    try:
+        second = _curate("nightly", str(lake), "--spec", str(night_spec), "--run-id", "d2")
+    finally:
+        (root / "imgs" / "night2-copy.jpg").unlink()
+    assert second.returncode == 0, second.stderr[-2000:]
+    dedup = Lake(str(lake)).read(schemas.DEDUP)
+    assert dedup.num_rows == Lake(str(lake)).read(schemas.POOL).num_rows  # one decision per item
+    runs = {r["run_id"]: json.loads(r["steps_json"]) for r in Lake(str(lake)).read(schemas.RUNS).to_pylist()}
+    assert [s["rows_in"] for s in runs["d2"] if s["step"] == "dedup"] == [1]  # only the night's new item

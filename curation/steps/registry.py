@@ -265,6 +265,8 @@ def _validate_dedup(spec: "JobSpec", step: "StepSpec", where: str) -> None:
     if d.leiden_backend not in LEIDEN:
         raise ConfigError(f"dedup.leiden_backend: unknown Leiden backend {d.leiden_backend!r}; "
                           f"known: {', '.join(LEIDEN)}", "dedup.leiden_backend")
+    if d.mode not in ("full", "incremental"):
+        raise ConfigError(f"dedup.mode: {d.mode!r}; choose full or incremental", "dedup.mode")
 
 
 def _validate_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:

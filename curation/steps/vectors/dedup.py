@@ -62,6 +62,10 @@ class DedupConfig:
     keep_by: quality key choosing each group's keeper ("column asc|desc"; `pixels` = w*h;
         columns from profiles and scores; ties by id).
     seed: Leiden seed.
+    mode: "full" recomputes the whole pool; "incremental" decides only the items embedded since
+        the last run and the groups they touch (`curation.steps.vectors.incremental`; needs a
+        previous full run, and falls back to one when the lake has none). The nightly job uses
+        incremental; run a full one now and then (community columns of old items drift).
     """
 
     encoder: str | None = None
@@ -78,6 +82,7 @@ class DedupConfig:
     window_distance: int | None = field(default=10, metadata={"min": 0, "max": 16})
     keep_by: list[str] = field(default_factory=lambda: ["aesthetic desc", "pixels desc", "clip_alignment desc"])
     seed: int = 0
+    mode: str = "full"
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.tau <= 1.0 or not -1.0 <= self.level_tau <= 1.0:
@@ -154,6 +159,8 @@ def _quality_table(lake: Lake) -> pa.Table:
 def dedup(lake: Lake, cfg: DedupConfig, *, map_fn: Callable[[Callable, Iterable], Iterable] | None = None) -> StepSummary:
     """Run the workflow over the lake; write `dedup` (overwrite) and `graph_edges/<encoder>`.
     map_fn: how Leiden fans out over components (default: Ray tasks, `ray_map`)."""
+    if cfg.mode == "incremental" and lake.exists(DEDUP):
+        return _incremental(lake, cfg, map_fn or ray_map)
     t0 = time.perf_counter()
     name = resolve_encoder(lake, cfg.encoder, setting="dedup.encoder")
     emb_ids, vectors = read_embeddings(lake, name, dtype=np.float32)
@@ -253,3 +260,21 @@ def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, c
     for i in range(len(cfg.levels)):
         cols[f"community_l{i}"] = pa.array(levels[:, i], pa.string())
     return schemas.conform(pa.table(cols), schemas.dedup_schema(len(cfg.levels)))
+
+
+def _incremental(lake: Lake, cfg: DedupConfig, map_fn) -> StepSummary:
+    import datetime as dt
+
+    from curation.steps.vectors.incremental import incremental_dedup
+
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    report = incremental_dedup(lake, cfg, run_id, map_fn=map_fn)
+    changed = report.get("changed_keep", {})
+    notes = {k: v for k, v in report.items() if k not in ("changed_keep", "seconds")}
+    notes["mode"] = "incremental"
+    notes["kept_to_duplicate"] = len(changed.get("kept_to_duplicate", []))
+    notes["duplicate_to_kept"] = len(changed.get("duplicate_to_kept", []))
+    if changed.get("kept_to_duplicate"):
+        notes["kept_to_duplicate_examples"] = changed["kept_to_duplicate"][:10]
+    return StepSummary("dedup", rows_in=report.get("new_items", 0), rows_out=report.get("rows_written", 0),
+                       seconds=report.get("seconds", 0.0), notes=notes)
