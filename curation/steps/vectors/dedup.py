@@ -243,7 +243,9 @@ def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, c
     a = np.concatenate(a_parts) if a_parts else np.zeros(0, np.int64)
     b = np.concatenate(b_parts) if b_parts else np.zeros(0, np.int64)
     groups = connected_components(n, a, b)
-    keep_by = [k for k in cfg.keep_by if k.split()[0] in quality.column_names or k.split()[0] == "pixels"]
+    # a key whose columns the lake lacks (no profiles: no width / height for `pixels`) is skipped
+    have = set(quality.column_names) | ({"pixels"} if {"width", "height"} <= set(quality.column_names) else set())
+    keep_by = [k for k in cfg.keep_by if k.split()[0] in have]
     keep = choose_keepers(quality, groups, keep_by)
     keeper = np.empty(n, np.int64)
     keeper[groups[keep]] = np.flatnonzero(keep)
