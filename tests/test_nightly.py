@@ -175,3 +175,16 @@ def test_incremental_dedup_as_the_step_mode(night, tmp_path):
     assert dedup.num_rows == Lake(str(lake)).read(schemas.POOL).num_rows  # one decision per item
     runs = {r["run_id"]: json.loads(r["steps_json"]) for r in Lake(str(lake)).read(schemas.RUNS).to_pylist()}
     assert [s["rows_in"] for s in runs["d2"] if s["step"] == "dedup"] == [1]  # only the night's new item
+
+
+def test_versions_a_run_wrote_are_pinned_against_vacuum(night):
+    from curation.storage.maintenance import pinned_versions
+
+    root, spec = night
+    lake = root / "lake-a"
+    if not (lake / schemas.RUNS).exists():
+        assert _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01").returncode == 0
+    run = Lake(str(lake)).read(schemas.RUNS).to_pylist()[0]
+    pins = pinned_versions(Lake(str(lake)))
+    for table, version in json.loads(run["versions_json"]).items():
+        assert version in pins[table]

@@ -1,4 +1,5 @@
-"""Looking after a lake: what must be kept (versions that exports read), vacuum, status.
+"""Looking after a lake: what must be kept (versions that exports read, versions nightly runs
+wrote), vacuum, status.
 
 Used through `Lake.vacuum`, `Lake.pinned_versions` and `Lake.status`.
 """
@@ -21,11 +22,20 @@ if TYPE_CHECKING:
 
 
 def pinned_versions(lake: "Lake") -> dict[str, set[int]]:
-    """table -> versions some commit's `reads` references (never vacuumed away)."""
+    """table -> versions some commit's `reads` references, or a recorded nightly run wrote
+    (`runs.versions_json`): never vacuumed away."""
+    import json
+
+    from curation.storage.schemas import RUNS
+
     pins: dict[str, set[int]] = {}
     for table in lake.tables():
         for rec in lake.history(table):
             for other, version in rec.reads.items():
+                pins.setdefault(other, set()).add(int(version))
+    if lake.exists(RUNS):
+        for text in lake.read(RUNS, columns=["versions_json"])["versions_json"].to_pylist():
+            for other, version in json.loads(text or "{}").items():
                 pins.setdefault(other, set()).add(int(version))
     return pins
 
