@@ -144,7 +144,7 @@ def run_videos(cfg: VideoConfig, score: "ScoreConfig") -> tuple[list[dict], dict
                  zip(r["pair_a"] or [], r["pair_b"] or [], r["pair_sim"] or [])]
         results.append({"uri": r["uri"], "error": r["error"], "warning": r["warning"], "frames": frames,
                         "pairs": pairs, "shots": shots, "duration_s": r["duration_s"]})
-    minutes = sum(r["duration_s"] or 0.0 for r in table.to_pylist()) / 60.0
+    minutes = sum(r["duration_s"] or 0.0 for r in results) / 60.0
     col = {c: table[c].to_pylist() for c in ("frames_decoded", "sampled", "too_similar", "too_far")}
     notes = {
         "videos": len(uris), "video_minutes": round(minutes, 3),

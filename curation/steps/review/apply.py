@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -114,9 +113,8 @@ def overlay_labels(table: pa.Table, labels: pa.Table) -> pa.Table:
 
 
 def _rows(labels: pa.Table, at: pa.Array) -> list[dict | None]:
-    idx = at.to_numpy(zero_copy_only=False)
     recs = labels.select(["verdict", "annotator", "decided_at", "run_id"]).to_pylist()
-    return [None if (i is None or (isinstance(i, float) and np.isnan(i))) else recs[int(i)] for i in idx]
+    return [None if i is None else recs[i] for i in at.to_pylist()]
 
 
 def training_set(lake: Lake, out: str) -> dict:
