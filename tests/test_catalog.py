@@ -17,14 +17,15 @@ def test_every_table_has_one_entry_with_its_key():
     assert len(names) == len(set(names))
     assert {"pool", "profiles", "ocr", "captions", "scores", "embeddings/<encoder>", "dedup", "graph_edges/<encoder>", "removals",
             "kg_nodes", "kg_edges", "weights", "manifests/<stage>", "edit_pairs", "samples/<stage>",
-            "batches/<stage>", "hardcases", "reviews", "labels", "runs"} == set(names)
+            "batches/<stage>", "hardcases", "reviews", "labels", "runs", "tag_stats"} == set(names)
     keys = {s.name: s.key for s in CATALOG}
     assert keys["kg_nodes"] == ("node",) and keys["kg_edges"] == ("src", "dst", "kind")
     assert keys["graph_edges/<encoder>"] == ("src", "dst")
     assert keys["edit_pairs"] == ("pair_id",)
     assert keys["hardcases"] == ("case_id",) and keys["reviews"] == ("review_id",)
+    assert keys["tag_stats"] == ("tag",)
     assert all(k == ("id",) for n, k in keys.items()
-               if not n.startswith(("kg_", "graph_edges", "edit_pairs", "hardcases", "reviews", "runs")))
+               if not n.startswith(("kg_", "graph_edges", "edit_pairs", "hardcases", "reviews", "runs", "tag_stats")))
     for spec in CATALOG:
         assert spec.doc and spec.written_by
         for f in spec.fields().values():

@@ -71,6 +71,9 @@ def test_demo_command(ray_session, tmp_path, capsys):
     assert f"manifest: {manifest}" in out and pq.read_table(manifest).num_rows > 0
     assert "stage lowres:" in out and "concepts [weight]" in out and "stage sft:" in out  # each stage's balance line
     assert "[ocr]" in out and "images with text, scripts {" in out and "images/s" in out  # the planted signs read
+    # the second night: copies merge into existing items, the larger re-encodes take over their groups
+    assert "nightly demo-night-2: finished" in out and "existing_ids_updated: 3" in out
+    assert "kept to duplicate: 2:" in out and "2 kept items now duplicates of a larger copy (planted 2)" in out
 
 
 def test_spec_env_expansion_and_packaged_specs(monkeypatch):

@@ -120,3 +120,44 @@ def test_original_size_from_the_source_reaches_the_manifest(ray_session, tmp_pat
     first, second = rows[str(files[0])], rows[str(files[1])]
     assert (first["original_width"], first["original_height"]) == (4000, 3000)
     assert (second["original_width"], second["original_height"]) == (second["width"], second["height"])
+
+
+def test_an_unchanged_export_is_skipped_only_when_it_is_current(ray_session, tmp_path):
+    """skip_unchanged writes nothing while the spec, the draw parameters, every table the
+    export reads and its files are as the last export left them; any of them moving exports."""
+    from curation.demo import write_jpegs
+    from curation.steps.profiling.profile import ProfileConfig, profile
+
+    files = write_jpegs(tmp_path / "imgs", 4, megapixels=(0.1, 0.2), seed=3)
+    (tmp_path / "t.csv").write_text("path,caption\n" + "".join(f"{f},a photo {i}\n" for i, f in enumerate(files)))
+    lake = Lake(str(tmp_path / "lake"))
+    ingest(lake, IngestConfig(source=str(tmp_path / "t.csv")))
+    profile(lake, ProfileConfig())
+    stage, out = StageConfig(), str(tmp_path / "out")
+
+    def versions():
+        return tuple(lake.version(t) for t in ("manifests/s", "samples/s", "batches/s"))
+
+    first = export(lake, "s", stage, out=out, skip_unchanged=True)
+    assert "skipped" not in first.notes and first.rows_out == 4
+    before = versions()
+    again = export(lake, "s", stage, out=out, skip_unchanged=True)
+    assert again.notes["skipped"].startswith("unchanged: manifest v") and again.rows_out == 0
+    assert versions() == before
+    assert "skipped" not in export(lake, "s", stage, out=out).notes  # without the option: always
+    before = versions()
+    assert "skipped" not in export(lake, "s", stage, out=out, epoch=1, skip_unchanged=True).notes  # other draw
+    assert "skipped" in export(lake, "s", stage, out=out, epoch=1, skip_unchanged=True).notes
+    strict = StageConfig(rules=stage.rules.__class__(min_side=10_000))
+    assert export(lake, "s", strict, out=out, skip_unchanged=True).rows_out == 0  # other spec: exported
+    assert "skipped" in export(lake, "s", strict, out=out, skip_unchanged=True).notes
+    export(lake, "s", stage, out=out, skip_unchanged=True)
+    assert "skipped" in export(lake, "s", stage, out=out, skip_unchanged=True).notes
+    os.remove(os.path.join(out, "manifest.parquet"))  # its files gone: exported again
+    assert "skipped" not in export(lake, "s", stage, out=out, skip_unchanged=True).notes
+    more = write_jpegs(tmp_path / "imgs2", 1, megapixels=(0.1, 0.2), seed=4)
+    (tmp_path / "u.csv").write_text(f"path,caption\n{more[0]},one more\n")
+    ingest(lake, IngestConfig(source=str(tmp_path / "u.csv")))  # the pool moved
+    redone = export(lake, "s", stage, out=out, skip_unchanged=True)
+    assert "skipped" not in redone.notes and redone.rows_in == 5
+    assert versions() != before

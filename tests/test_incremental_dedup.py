@@ -186,3 +186,82 @@ def test_phash_group_pulls_in_an_untouched_component(tmp_path):
     assert {i: tuple(r[k] for k in cols) for i, r in after.items()} == {i: tuple(r[k] for k in cols) for i, r in full.items()}
     assert after["a1"]["group_size"] == 4 and after["a1"]["dup_kind"] == "semantic+phash"
     assert all(after[i] == before[i] for i in old_ids if i.startswith("s"))
+
+
+def test_the_saved_index_is_reused_only_when_sound(lakes, tmp_path):
+    """The full run saves its k-NN index; an incremental run searches it (adding only the
+    appended vectors) and saves it again; a rewritten embeddings table, other k-NN settings
+    or a missing index make it rebuild from the table, with the same decisions."""
+    from curation.steps.vectors.index_store import INDEX_DIR, load_stored
+
+    r = lakes["report"]
+    assert r["index"] == f"saved index of {len(lakes['old_ids'])} vectors + {len(lakes['new_ids'])} appended; saved"
+    lake = lakes["lake"]
+    saved = load_stored(lake, ENC, CFG.knn_setting())
+    assert saved.embeddings_version == lake.version(embeddings_table(ENC))
+    assert sorted(saved.ids.to_pylist()) == sorted(lakes["old_ids"] + lakes["new_ids"])
+    assert "other k-NN settings" in load_stored(lake, ENC, {"backend": "faiss-hnsw", "params": {}})
+
+    (old_ids, old_x, _), (new_ids, new_x, _) = _corpus()
+    results = {}
+    for case in ("saved", "rewritten", "missing"):
+        work = Lake(str(tmp_path / case))
+        work.write("pool", _pool(old_ids), mode="overwrite")
+        work.write(embeddings_table(ENC), embeddings_rows(pa.array(old_ids), ENC, old_x))
+        dedup(work, CFG, map_fn=map)
+        work.write("pool", _pool(new_ids), mode="append", key="id")
+        if case == "rewritten":  # an overwrite (a re-encode): the saved vectors may be stale
+            work.write(embeddings_table(ENC), embeddings_rows(pa.array(old_ids + new_ids), ENC,
+                                                              np.concatenate([old_x, new_x])), mode="overwrite")
+        else:
+            work.write(embeddings_table(ENC), embeddings_rows(pa.array(new_ids), ENC, new_x))
+        if case == "missing":
+            shutil.rmtree(tmp_path / case / INDEX_DIR)
+        report = incremental_dedup(work, CFG, run_id="n1")
+        results[case] = work.read("dedup").sort_by("id").select(["id", "group_id", "keep"]).to_pylist()
+        expected = {"saved": "saved index of", "rewritten": "the embeddings were rewritten",
+                    "missing": "no saved index yet"}[case]
+        assert expected in report["index"]
+        assert load_stored(work, ENC, CFG.knn_setting()).ids.to_pylist()[-len(new_ids):] != []
+    assert results["saved"] == results["rewritten"] == results["missing"]
+
+
+def test_a_saved_index_round_trips_per_backend(tmp_path):
+    from graph.knn import load_index, make_index
+
+    x = _unit(np.random.default_rng(5).standard_normal((400, DIM)))
+    for name in ("faiss-flat", "faiss-ivf", "faiss-hnsw"):
+        built = make_index(name, **({"nlist": 4} if name == "faiss-ivf" else {}))
+        built.add(x[:300])
+        path = str(tmp_path / f"{name}.index")
+        header = built.save(path)
+        again = load_index(path, header)
+        assert again.params == built.params and again.ntotal == 300
+        a, b = built.search(x[300:], 5), again.search(x[300:], 5)
+        assert np.array_equal(a.ids, b.ids) and np.allclose(a.sims, b.sims)
+        again.add(x[300:])  # positions continue after the saved ones
+        assert again.search(x[350:351], 1).ids[0, 0] == 350
+    with pytest.raises(ValueError, match="format"):
+        load_index(path, {**header, "format": 99})
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_index(path, {**header, "params": {"backend": "cuvs-cagra"}})
+
+
+def test_a_lake_that_outgrew_the_saved_backend_rebuilds(tmp_path, monkeypatch):
+    """Past the size where "auto" switches backend (faiss-flat -> faiss-ivf), the saved flat
+    index is not reused: the night rebuilds with the backend a full run would now pick."""
+    import graph.knn.registry as registry
+
+    (old_ids, old_x, _), (new_ids, new_x, _) = _corpus()
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write("pool", _pool(old_ids), mode="overwrite")
+    lake.write(embeddings_table(ENC), embeddings_rows(pa.array(old_ids), ENC, old_x))
+    dedup(lake, CFG, map_fn=map)
+    lake.write("pool", _pool(new_ids), mode="append", key="id")
+    lake.write(embeddings_table(ENC), embeddings_rows(pa.array(new_ids), ENC, new_x))
+    monkeypatch.setattr(registry, "CPU_EXACT_MAX", len(old_ids))
+    report = incremental_dedup(lake, CFG, run_id="n1")
+    assert "outgrew the saved faiss-flat index (faiss-ivf now)" in report["index"] and report["index"].endswith("; saved")
+    from curation.steps.vectors.index_store import load_stored
+
+    assert load_stored(lake, ENC, CFG.knn_setting()).meta["header"]["params"]["backend"] == "faiss-ivf"

@@ -117,3 +117,25 @@ def test_tags_from_the_tags_column_else_tag_style_captions():
     tags = pa.array([["a", " ", None], None, []], pa.list_(pa.string()))
     assert sample_tags(tags, ["x, y", "cat, dog", "prose here."]) == [["a"], ["cat", "dog"], []]
     assert sample_tags(None, ["x, y"]) == [["x", "y"]]
+
+
+def test_column_wise_tags_match_the_row_by_row_rule():
+    """`tag_lists` (Arrow kernels, captions parsed only for untagged rows) gives what the
+    row-by-row rule gives: trimmed non-empty string tags, else a tag-style caption's."""
+    from graph.kg.tags import tag_lists, tag_style_tags
+
+    tags = [["  a ", "", None, "b"], None, [], ["\tc\n"], [" "], ["猫 ", "狗"], None]
+    caps = ["x, y", "cat, dog", "prose here.", None, "p, q", "z, w", None]
+
+    def reference(own, cap):
+        own = [t.strip() for t in (own or []) if isinstance(t, str) and t.strip()]
+        return own or tag_style_tags(cap)
+
+    expected = [reference(t, c) for t, c in zip(tags, caps)]
+    assert expected == [["a", "b"], ["cat", "dog"], [], ["c"], ["p", "q"], ["猫", "狗"], []]
+    got = tag_lists(pa.array(tags, pa.list_(pa.string())), pa.array(caps, pa.string()))
+    assert got.type == pa.list_(pa.string()) and got.to_pylist() == expected
+    assert tag_lists(pa.chunked_array([pa.array(tags[:3], pa.list_(pa.string())),
+                                       pa.array(tags[3:], pa.list_(pa.string()))]), caps).to_pylist() == expected
+    assert tag_lists(tags, None).to_pylist() == [reference(t, None) for t in tags]
+    assert tag_lists(None, None).to_pylist() == []

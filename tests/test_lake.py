@@ -42,6 +42,22 @@ def test_keyed_append_is_idempotent(tmp_path):
     assert again.version == c.version and lake.versions("t") == [0, 1]
 
 
+def test_rows_added_since_a_version(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.write("t", _t(["a", "b"]))
+    lake.write("t", _t(["c"], [5]), key="id")
+    lake.write("t", _t(["d", "a"], [6, 6]), key="id")  # "a" is known: only "d" lands
+    added = lake.added_since("t", 0)
+    assert sorted(added["id"].to_pylist()) == ["c", "d"] and added.column_names == ["id", "x"]
+    assert lake.added_since("t", 1, columns=["id"]).to_pylist() == [{"id": "d"}]
+    assert lake.added_since("t", 0, until=1)["id"].to_pylist() == ["c"]
+    assert lake.added_since("t", 2).num_rows == 0
+    lake.transact("t", lambda snap: _t(["b"], [7]), key="id", update_columns=["x"])  # rewrites a file
+    assert lake.added_since("t", 2) is None
+    lake.write("t", _t(["z"]), mode="overwrite")
+    assert lake.added_since("t", 3) is None
+
+
 def test_uncommitted_files_are_invisible_and_vacuumed(tmp_path):
     lake = Lake(str(tmp_path))
     lake.write("t", _t(["a"]))
@@ -165,6 +181,50 @@ def test_concurrent_keyed_writers_keep_every_row_once(tmp_path):
         th.join()
     got = lake.read("t")["id"].to_pylist()
     assert sorted(got) == sorted(["seed"] + ids)
+
+
+def _racing(n: int, work) -> None:
+    """Run work(i) for i < n in threads released together, re-raising the first failure."""
+    gate, errors = threading.Barrier(n), []
+
+    def run(i):
+        gate.wait()
+        try:
+            work(i)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("how", ["keyed append", "merge"])
+def test_writers_racing_to_create_a_table_keep_every_row_once(tmp_path, how):
+    # delta-rs lets a create that lost the race land as the next version: both writers'
+    # rows would then be in the table, each believing it created it
+    for round_ in range(6):
+        root = str(tmp_path / f"r{round_}")
+        parts = [["a", "b", "shared"], ["c", "shared"], ["shared", "d"]]
+
+        def write(i):
+            lake = Lake(root)
+            if how == "keyed append":
+                lake.write("t", _t(parts[i]), key="id")
+            else:
+                def make(snap):
+                    have = set(snap.to_table(columns=["id"])["id"].to_pylist()) if snap else set()
+                    new = [k for k in parts[i] if k not in have]
+                    return _t(new) if new else None
+
+                lake.transact("t", make, key="id", update_columns=["x"])
+
+        _racing(len(parts), write)
+        got = Lake(root).read("t")["id"].to_pylist()
+        assert sorted(got) == ["a", "b", "c", "d", "shared"], (round_, got)
 
 
 def test_concurrent_merges_all_land(tmp_path):
@@ -308,3 +368,19 @@ def test_migrate_turns_old_caption_maps_into_key_value_lists(tmp_path):
     values = got["caption_fields"].to_pylist()
     assert caption_field_map(values[0]) == {"caption": "x", "caption_zh": "y"} and values[1] is None
 
+
+
+def test_vacuum_retention_from_a_spec(tmp_path, capsys):
+    from curation.cli.main import main
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write("items", _t(["a"]))
+    lake.write("items", _t(["b"]), mode="overwrite")
+    spec = tmp_path / "night.yaml"
+    spec.write_text(f"lake: {tmp_path / 'lake'}\nnightly: {{retention_hours: 0.5}}\n")
+    assert main(["vacuum", str(tmp_path / "lake"), "--spec", str(spec), "--dry-run"]) == 2
+    assert "nightly.retention_hours" in capsys.readouterr().err
+    spec.write_text(f"lake: {tmp_path / 'lake'}\nnightly: {{retention_hours: 1}}\n")
+    assert main(["vacuum", str(tmp_path / "lake"), "--spec", str(spec), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"]["items"] == []  # v0's file was replaced just now
+    assert lake.read("items", version=0)["id"].to_pylist() == ["a"]

@@ -1,10 +1,14 @@
 """`curate nightly`: a run recorded in `runs`, a finished run id a no-op, a failed or SIGKILLed
-run resumed to the state of an uninterrupted one, and one run per lake (the lock)."""
+run resumed to the state of an uninterrupted one, and one run per lake (the lock).
+
+Only what needs its own process runs as a subprocess (the SIGKILLed runs, and the no-op rerun
+that must not start Ray); everything else runs in process on the shared Ray session."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,13 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from curation.config.spec import load_spec
+from curation.steps.nightly.night import nightly
 from curation.storage import schemas
 from curation.storage.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = """lake: {lake}
 profile: {{operators: [metadata, phash], batch_size: 4}}
-score:
+steps:
+  - {{step: ingest, source: "{source}", name: night}}
+  - {{step: profile}}
+"""
+SCORE = """score:
   encoders:
     - name: clip
       backend: open_clip
@@ -26,27 +36,22 @@ score:
       random: true
       model_overrides:
         embed_dim: 32
-        vision_cfg: {{image_size: 32, layers: 1, width: 32, head_width: 16, patch_size: 16}}
-        text_cfg: {{context_length: 16, vocab_size: 49408, width: 32, heads: 2, layers: 1}}
+        vision_cfg: {image_size: 32, layers: 1, width: 32, head_width: 16, patch_size: 16}
+        text_cfg: {context_length: 16, vocab_size: 49408, width: 32, heads: 2, layers: 1}
   alignment_encoder: clip
   batch_size: 8
-steps:
-  - {{step: ingest, source: "{source}", name: night}}
-  - {{step: profile}}
-  - {{step: score}}
+dedup: {encoder: clip, k: 4, tau: 0.99, levels: [1.0], keep_by: [], mode: incremental}
 """
 
 
-def _curate(*args: str, fault: str | None = None, wait: bool = True):
+def _curate(*args: str, fault: str | None = None):
     env = dict(os.environ, CURATE_PROGRESS="0", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
                PYTHONPATH=str(REPO))
     env.pop("RAY_ADDRESS", None)
     if fault:
         env["CURATE_FAULT"] = fault
     cmd = [sys.executable, "-m", "curation.cli.main", *args, "--num-cpus", "2"]
-    if wait:
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -60,40 +65,45 @@ def night(tmp_path_factory):
     return root, spec
 
 
+def _night(spec: Path, lake: Path, run_id: str, out: list | None = None):
+    """`curate nightly` in this process (the shared Ray session)."""
+    loaded = load_spec(str(spec))
+    loaded.lake = str(lake)
+    return nightly(loaded, run_id=run_id, printer=(out if out is not None else []).append)
+
+
+@pytest.fixture(scope="module")
+def reference(night, ray_session):
+    """The uninterrupted night 2026-12-01 (lake-a)."""
+    root, spec = night
+    assert _night(spec, root / "lake-a", "2026-12-01").exit_code == 0
+    return root / "lake-a"
+
+
 def _state(lake: Path) -> dict:
     """What the night produced, independent of versions: ids per table and the profile values."""
     lk = Lake(str(lake), create=False)
     prof = lk.read(schemas.PROFILES, columns=["id", "phash", "width"]).sort_by("id")
-    return {"pool": sorted(lk.read(schemas.POOL, columns=["id"])["id"].to_pylist()), "profiles": prof.to_pylist(),
-            "scores": sorted(lk.read(schemas.SCORES, columns=["id"])["id"].to_pylist())}
+    return {"pool": sorted(lk.read(schemas.POOL, columns=["id"])["id"].to_pylist()), "profiles": prof.to_pylist()}
 
 
-def test_finished_run_is_a_noop(night):
+def test_finished_run_is_a_noop(night, reference):
     root, spec = night
-    lake = root / "lake-a"
-    r = _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "nightly 2026-12-01: finished (3 steps" in r.stdout
-    run = Lake(str(lake)).read(schemas.RUNS).to_pylist()[0]
+    run = Lake(str(reference)).read(schemas.RUNS).to_pylist()[0]
     steps = json.loads(run["steps_json"])
-    assert run["state"] == "finished" and run["attempts"] == 1 and [s["step"] for s in steps] == [
-        "ingest", "profile", "score"]
-    assert set(json.loads(run["versions_json"])) >= {"pool", "profiles", "scores"}
-    versions = {t: Lake(str(lake)).version(t) for t in Lake(str(lake)).tables()}
+    assert run["state"] == "finished" and run["attempts"] == 1 and [s["step"] for s in steps] == ["ingest", "profile"]
+    assert set(json.loads(run["versions_json"])) >= {"pool", "profiles"}
+    versions = {t: Lake(str(reference)).version(t) for t in Lake(str(reference)).tables()}
     t0 = time.perf_counter()
-    again = _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01")
+    again = _curate("nightly", str(reference), "--spec", str(spec), "--run-id", "2026-12-01")
     assert again.returncode == 0 and "already finished" in again.stdout
-    assert {t: Lake(str(lake)).version(t) for t in Lake(str(lake)).tables()} == versions
+    assert {t: Lake(str(reference)).version(t) for t in Lake(str(reference)).tables()} == versions
     assert time.perf_counter() - t0 < 60  # no step ran, no Ray started
 
 
-@pytest.mark.parametrize("fault", ["after_commit:pool=kill", "before_commit:profiles=kill", "after_commit:profiles=kill",
-                                   "before_commit:scores=kill"])
-def test_killed_run_resumes_to_the_uninterrupted_state(night, fault):
+@pytest.mark.parametrize("fault", ["after_commit:pool=kill", "before_commit:profiles=kill", "after_commit:profiles=kill"])
+def test_killed_run_resumes_to_the_uninterrupted_state(night, reference, fault):
     root, spec = night
-    reference = root / "lake-a"
-    if not (reference / schemas.RUNS).exists():
-        assert _curate("nightly", str(reference), "--spec", str(spec), "--run-id", "2026-12-01").returncode == 0
     lake = root / f"lake-{fault.split('=')[0].replace(':', '-')}"
     killed = _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01", fault=fault)
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-1500:])
@@ -101,30 +111,33 @@ def test_killed_run_resumes_to_the_uninterrupted_state(night, fault):
     assert run["state"] == "running"  # killed: never marked finished
     lock = lake / "_locks" / "nightly.lock"
     assert lock.exists()  # the dead process's lock is still there ...
-    resumed = _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "took over the stale lock" in resumed.stdout
+    out: list[str] = []
+    resumed = _night(spec, lake, "2026-12-01", out)
+    assert resumed.exit_code == 0, out
+    assert "took over the stale lock" in out[0]
     run = Lake(str(lake)).read(schemas.RUNS).to_pylist()[0]
     assert run["state"] == "finished" and run["attempts"] == 2
     assert _state(lake) == _state(reference)
     assert not lock.exists()
 
 
-def test_failed_step_is_recorded_and_the_rerun_resumes(night, tmp_path):
+def test_failed_step_is_recorded_and_the_rerun_resumes(night, ray_session, tmp_path):
     root, spec = night
     broken = tmp_path / "broken.yaml"  # kg-weights needs a knowledge graph this lake does not have
-    broken.write_text(spec.read_text().replace("  - {step: score}\n", "  - {step: score}\n  - {step: kg-weights}\n"))
+    broken.write_text(spec.read_text().replace("  - {step: profile}\n", "  - {step: profile}\n  - {step: kg-weights}\n"))
     lake = tmp_path / "lake"
-    r = _curate("nightly", str(lake), "--spec", str(broken), "--run-id", "n1")
-    assert r.returncode == 1 and "failed; rerun the same command to resume from kg-weights" in r.stdout, r.stdout
+    out: list[str] = []
+    failed = _night(broken, lake, "n1", out)
+    assert failed.exit_code == 1 and "failed; rerun the same command to resume from kg-weights" in out[-1], out
     run = Lake(str(lake)).read(schemas.RUNS).to_pylist()[0]
     assert run["state"] == "failed" and run["error"].startswith("kg-weights:")
-    assert [s["step"] for s in json.loads(run["steps_json"])] == ["ingest", "profile", "score"]
-    fixed = _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "n1")
-    assert fixed.returncode == 0 and fixed.stdout.count("done in an earlier attempt") == 3
+    assert [s["step"] for s in json.loads(run["steps_json"])] == ["ingest", "profile"]
+    out = []
+    assert _night(spec, lake, "n1", out).exit_code == 0 and sum("done in an earlier attempt" in x for x in out) == 2
 
 
-def test_one_run_per_lake(night, tmp_path):
+def test_one_run_per_lake(night, tmp_path, capsys):
+    from curation.cli.main import main
     from curation.steps.nightly.lock import LockHeld, NightLock
 
     with NightLock(str(tmp_path), "a"):
@@ -138,53 +151,54 @@ def test_one_run_per_lake(night, tmp_path):
         assert time.perf_counter() - t0 >= 0.3
     with NightLock(str(tmp_path), "c"):  # released: free again
         pass
+    # a stale lock (its process is gone) is taken over, and the takeover is reported
+    gone = {"run_id": "old", "pid": 2 ** 22 + 1, "host": socket.gethostname(), "since": "x", "t": 0}
+    lock_path = tmp_path / "_locks" / "nightly.lock"
+    lock_path.write_text(json.dumps(gone))
+    with NightLock(str(tmp_path), "d") as held:
+        assert held.taken_over == gone and json.loads(lock_path.read_text())["run_id"] == "d"
+        # a second process that judged the old lock stale must not delete the fresh one
+        assert not NightLock(str(tmp_path), "e")._take_over(gone)
+        assert json.loads(lock_path.read_text())["run_id"] == "d"
+    assert not lock_path.exists() and not list(lock_path.parent.iterdir())
     root, spec = night
-    holder = _curate("nightly", str(tmp_path / "lake"), "--spec", str(spec), "--run-id", "x", wait=False)
-    lock = tmp_path / "lake" / "_locks" / "nightly.lock"
-    for _ in range(300):
-        if lock.exists():
-            break
-        time.sleep(0.1)
-    second = _curate("nightly", str(tmp_path / "lake"), "--spec", str(spec), "--run-id", "y")
-    holder.wait(timeout=300)
-    assert second.returncode == 3 and "another nightly run holds" in second.stdout
-    assert holder.returncode == 0
+    lake = tmp_path / "lake"
+    with NightLock(str(lake), "x"):  # a live holder (this process): the command exits 3, nothing runs
+        assert main(["nightly", str(lake), "--spec", str(spec), "--run-id", "y"]) == 3
+    assert "another nightly run holds" in capsys.readouterr().out
+    assert not Lake(str(lake)).exists(schemas.RUNS)
 
 
-def test_incremental_dedup_as_the_step_mode(night, tmp_path):
+def test_incremental_dedup_as_the_step_mode(night, ray_session, tmp_path):
     """`dedup.mode: incremental` after a full run: a night's new items are decided against the
     existing groups, and a night with nothing new writes nothing."""
     root, spec = night
     from curation.demo import write_jpegs
 
-    text = spec.read_text().replace("  - {step: score}\n", "  - {step: score}\n  - {step: dedup}\n")
-    text = text.replace("steps:", "dedup: {encoder: clip, k: 4, tau: 0.99, levels: [1.0], keep_by: [], mode: incremental}\nsteps:")
+    text = spec.read_text().replace("  - {step: profile}\n", "  - {step: profile}\n  - {step: score}\n  - {step: dedup}\n")
     night_spec = tmp_path / "night.yaml"
-    night_spec.write_text(text)
+    night_spec.write_text(text.replace("steps:", SCORE + "steps:"))
     lake = tmp_path / "lake"
-    first = _curate("nightly", str(lake), "--spec", str(night_spec), "--run-id", "d1")  # no dedup yet: a full run
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert _night(night_spec, lake, "d1").exit_code == 0  # no dedup yet: a full run
     extra = write_jpegs(tmp_path / "more", 3, megapixels=(0.05, 0.1), seed=9)
     (root / "imgs" / "night2-copy.jpg").write_bytes(extra[0].read_bytes())
+    out: list[str] = []
     try:
-        second = _curate("nightly", str(lake), "--spec", str(night_spec), "--run-id", "d2")
+        second = _night(night_spec, lake, "d2", out)
     finally:
         (root / "imgs" / "night2-copy.jpg").unlink()
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.exit_code == 0, out
     dedup = Lake(str(lake)).read(schemas.DEDUP)
     assert dedup.num_rows == Lake(str(lake)).read(schemas.POOL).num_rows  # one decision per item
     runs = {r["run_id"]: json.loads(r["steps_json"]) for r in Lake(str(lake)).read(schemas.RUNS).to_pylist()}
     assert [s["rows_in"] for s in runs["d2"] if s["step"] == "dedup"] == [1]  # only the night's new item
+    assert any(line.strip() == "new_embedded: 1" for line in out)  # the report's dedup lines
 
 
-def test_versions_a_run_wrote_are_pinned_against_vacuum(night):
+def test_versions_a_run_wrote_are_pinned_against_vacuum(reference):
     from curation.storage.maintenance import pinned_versions
 
-    root, spec = night
-    lake = root / "lake-a"
-    if not (lake / schemas.RUNS).exists():
-        assert _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01").returncode == 0
-    run = Lake(str(lake)).read(schemas.RUNS).to_pylist()[0]
-    pins = pinned_versions(Lake(str(lake)))
+    run = Lake(str(reference)).read(schemas.RUNS).to_pylist()[0]
+    pins = pinned_versions(Lake(str(reference)))
     for table, version in json.loads(run["versions_json"]).items():
         assert version in pins[table]

@@ -134,7 +134,7 @@ def test_review_round_trip(review_lake, tmp_path):
     from curation.steps.kg.steps import pool_tags
 
     ids, tags, source = pool_tags(lake)
-    assert tags[ids.to_pylist().index(item)] == ["kite", "field"] and "labels" in source
+    assert tags.to_pylist()[ids.to_pylist().index(item)] == ["kite", "field"] and "labels" in source
 
     # the accepted set as a training set
     assert main(["review", "dataset", str(lake.uri), str(tmp_path / "train.parquet")]) == 0

@@ -2,7 +2,7 @@
 
     curate status LAKE [--json] [--history TABLE [--limit N]]
     curate show LAKE TABLE [--version N] [--limit N] [--columns a,b] [--json]
-    curate vacuum LAKE [--retention-hours H] [--dry-run] [--json]
+    curate vacuum LAKE [--retention-hours H | --spec SPEC] [--dry-run] [--json]
     curate migrate LAKE
 
 None of them starts Ray. `status`, `show` and `vacuum --dry-run` never write anything.
@@ -113,17 +113,24 @@ def _add_vacuum(sub) -> None:
     p = sub.add_parser("vacuum", help="delete data files no retained version needs (keeps every version an export read) "
                                         "and lake shards no pool row points at")
     _lake(p)
-    p.add_argument("--retention-hours", type=float, default=168.0,
-                   help="keep files removed (or orphaned by a killed run) less than this long ago (default 168 = 7 days; >= 1)")
+    p.add_argument("--retention-hours", type=float, default=None,
+                   help="keep files removed (or orphaned by a killed run) less than this long ago (default: the "
+                        "spec's nightly.retention_hours, else 168 = 7 days; >= 1)")
+    p.add_argument("--spec", help="a job spec whose `nightly.retention_hours` sets the retention (jobs/nightly.yaml)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_vacuum)
 
 
 def _vacuum(args: argparse.Namespace) -> int:
+    retention = args.retention_hours
+    if retention is None and args.spec:
+        from curation.config.spec import load_spec
+
+        retention = load_spec(args.spec).nightly.retention_hours
     lake = _open(args.lake)
     pins = lake.pinned_versions()
-    removed = lake.vacuum(args.retention_hours, dry_run=args.dry_run)
+    removed = lake.vacuum(168.0 if retention is None else retention, dry_run=args.dry_run)
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "files": removed,
                           "kept_versions": {k: sorted(v) for k, v in pins.items()}}, indent=1))

@@ -194,6 +194,7 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
                   f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")
     _demo_review_round(spec, workdir)
+    _demo_night(spec, workdir)
     print(f"inspect: curate status {spec.lake}")
     return 0
 
@@ -222,6 +223,33 @@ def _demo_review_round(spec, workdir: str) -> None:
           f"{imported.notes['by_verdict']}; applied: {applied.notes['labels_written']} labels, "
           f"{applied.notes['removals_written']} removals\n"
           f"  lowres after review: {before.num_rows} -> {after.num_rows} items, {relabelled} with human-approved captions")
+
+
+def _demo_night(spec, workdir: str) -> None:
+    """The demo's second night: a small batch arrives (new images, byte copies of old ones,
+    larger re-encodes of kept ones) and `curate nightly` folds it in; then what changed."""
+    from curation.demo.night import night_spec, write_second_batch
+    from curation.steps.nightly.night import nightly
+    from curation.storage import schemas
+    from curation.storage.lake import Lake
+
+    lake = Lake(spec.lake)
+    incoming = os.path.join(workdir, "incoming", "night-2")
+    planted = None if os.path.isdir(incoming) else write_second_batch(lake, incoming)
+    before = {"pool": lake.read(schemas.POOL, columns=["id"]).num_rows,
+              "lowres": lake.read(schemas.manifest_table("lowres"), columns=["id"]).num_rows}
+    if planted:
+        print(f"\nnight 2: {len(planted['new'])} new images, {len(planted['copies'])} byte copies and "
+              f"{len(planted['larger'])} larger re-encodes of kept items in {incoming}")
+    night = nightly(night_spec(spec, incoming, "demo-night-2"), printer=print, lake=lake)
+    if night.exit_code != 0:
+        raise RuntimeError(f"the demo's nightly run failed: {night.run.get('error')}")
+    steps = {s["step"]: s for s in json.loads(night.run["steps_json"])}
+    flipped = (steps.get("dedup") or {}).get("changes", {}).get("kept_to_duplicate", [])
+    print(f"night 2 changed: pool {before['pool']} -> {lake.read(schemas.POOL, columns=['id']).num_rows} items, "
+          f"lowres {before['lowres']} -> {lake.read(schemas.manifest_table('lowres'), columns=['id']).num_rows} "
+          f"items, {len(flipped)} kept items now duplicates of a larger copy"
+          + (f" (planted {len(planted['replaced'])})" if planted else ""))
 
 
 def _add_ingest(sub) -> None:

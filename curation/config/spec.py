@@ -68,7 +68,9 @@ class StepSpec:
     """One step of a job: `step` is a registered step name (`curation.steps.registry`); the
     other fields are per-step options, each accepted by the steps that declare it: ingest
     takes source/name/uri_column/image_column (overriding the `ingest:` section), export and
-    sample take stage/out/epoch/size/seed (size and seed override the stage's `sample:`)."""
+    sample take stage/out/epoch/size/seed (size and seed override the stage's `sample:`);
+    export also takes skip_unchanged (write nothing when its last export is still current:
+    the same spec and every table it reads at the version it read; the nightly job's choice)."""
 
     step: str
     source: str | list[str] | None = None
@@ -80,6 +82,7 @@ class StepSpec:
     epoch: int | None = field(default=None, metadata={"min": 0})
     size: int | None = field(default=None, metadata={"min": 1})
     seed: int | None = field(default=None, metadata={"min": 0})
+    skip_unchanged: bool | None = None
 
     def __post_init__(self) -> None:
         registry.get(self.step)  # ConfigError listing the known steps

@@ -292,9 +292,14 @@ def _preflight_export(spec: "JobSpec", step: "StepSpec", where: str) -> None:
         _check_exists(tokens.tokenizer, f"stages.{step.stage}.batches.text_tokens.tokenizer", "tokenizer file")
 
 
-def _bind_export(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
+def _bind_sample(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
     return (step.stage, spec.stage(step.stage)), {"out": step.out, "epoch": step.epoch or 0,
                                                   "size": step.size, "seed": step.seed}
+
+
+def _bind_export(spec: "JobSpec", step: "StepSpec") -> tuple[tuple, dict]:
+    args, kwargs = _bind_sample(spec, step)
+    return args, {**kwargs, "skip_unchanged": bool(step.skip_unchanged)}
 
 
 def _validate_kg_build(spec: "JobSpec", step: "StepSpec", where: str) -> None:
@@ -417,14 +422,14 @@ register(Step(
     help="apply a stage's rules and dedup, write its manifest, sample and batch plan",
     reads=("pool", "profiles", "scores", "dedup", "removals", "weights", "captions", "edit_pairs", "kg_nodes"),
     writes=("manifests/<stage>", "samples/<stage>", "batches/<stage>"),
-    options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
-    bind=_bind_export))
+    options=("stage", "out", "epoch", "size", "seed", "skip_unchanged"), validate=_validate_export,
+    preflight=_preflight_export, bind=_bind_export))
 register(Step(
     name="sample", run="curation.steps.sampling.sample:sample", section="stages",
     help="draw one epoch of a stage from its manifest (balanced, mixed) and plan its batches",
     reads=("manifests/<stage>", "kg_nodes"), writes=("samples/<stage>", "batches/<stage>"),
     options=("stage", "out", "epoch", "size", "seed"), validate=_validate_export, preflight=_preflight_export,
-    bind=_bind_export))
+    bind=_bind_sample))
 register(Step(
     name="caption", run="curation.steps.captions.caption:caption", section="caption",
     help="five caption levels, tags and NSFW per image from a VLM (OCR-first)",

@@ -37,6 +37,9 @@ class StepSummary:
     seconds: float
     errors: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    # ids whose recorded decision this run changed, by kind (e.g. dedup's "kept_to_duplicate");
+    # a nightly run keeps them in its `runs` row; render() shows the counts only
+    changes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -54,6 +57,8 @@ class StepSummary:
             if isinstance(value, dict):
                 value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
             lines.append(f"  {key}: {value}")
+        for kind, ids in self.changes.items():
+            lines.append(f"  changed {kind}: {len(ids)}")
         if self.errors:
             lines.append(f"  errors ({sum(self.errors.values())}):")
             lines += [f"    {n:6d}  {kind}" for kind, n in self.errors.items()]

@@ -103,14 +103,22 @@ def first_occurrence(values: pa.Array) -> pa.Array:
     return pc.is_in(idx["i"], value_set=firsts).combine_chunks()
 
 
-def commit_properties(meta: dict[str, Any]):
+def commit_properties(meta: dict[str, Any], *, create: bool = False):
+    """Commit properties of every lake commit.
+
+    create: the commit creates the table (version 0). delta-rs would retry a create that lost
+        the race at the next version, silently adding a second "version 0" on top of the
+        winner's (its conflict check lets a create through); with no retries the loser fails
+        and the lake appends to, or recomputes against, the winner's table instead.
+    """
     from deltalake import CommitProperties
     from deltalake.transaction import Transaction
 
     # The application transaction makes any two of our commits to one table conflict when
     # they start from the same snapshot (delta-rs checks app ids the committing writer read).
     return CommitProperties(custom_metadata={META_KEY: json.dumps(meta, default=str, sort_keys=True)},
-                            app_transactions=[Transaction(WRITER_APP_ID, time.time_ns() // 1000)])
+                            app_transactions=[Transaction(WRITER_APP_ID, time.time_ns() // 1000)],
+                            max_commit_retries=0 if create else None)
 
 
 def parse_meta(raw: Any) -> dict[str, Any]:

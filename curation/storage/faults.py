@@ -8,7 +8,9 @@ calls `fault_point(point)` at the moments a crash or a race matters:
     after_commit:<table>    the commit landed (a kill here stops a multi-table step between
                             two of its commits)
 
-Actions: `kill` (SIGKILL to this process: no cleanup, no `finally`), `delay:<seconds>`.
+Actions: `kill` (SIGKILL to this process: no cleanup, no `finally`), `delay:<seconds>`,
+`oserror:<n>` (raise OSError the first n times the point is reached in this process: storage
+briefly unavailable).
 A point may end in `*` to match every table (`before_commit:*=delay:2`). The variable is read
 at each call, so a test sets it for one subprocess only. Unset, a call costs one dict lookup.
 """
@@ -21,6 +23,7 @@ import signal
 import time
 
 ENV = "CURATE_FAULT"
+_raised: dict[str, int] = {}  # rule -> OSErrors raised so far in this process (oserror:<n>)
 
 
 def fault_point(point: str) -> None:
@@ -36,5 +39,9 @@ def fault_point(point: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         elif action.startswith("delay:"):
             time.sleep(float(action.split(":", 1)[1]))
+        elif action.startswith("oserror:"):
+            if _raised.get(rule, 0) < int(action.split(":", 1)[1]):
+                _raised[rule] = _raised.get(rule, 0) + 1
+                raise OSError(f"storage unavailable (injected by {ENV} at {point})")
         else:
-            raise ValueError(f"{ENV}: unknown action {action!r} in rule {rule!r} (kill, delay:<seconds>)")
+            raise ValueError(f"{ENV}: unknown action {action!r} in rule {rule!r} (kill, delay:<seconds>, oserror:<n>)")

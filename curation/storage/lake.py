@@ -14,7 +14,9 @@ What the lake promises, and how:
   since the writer's snapshot and carries the same application id, so two writers of one table
   can never both commit against the same snapshot. The loser re-reads and tries again (up to
   `max_attempts`): an append re-checks its keys against the new snapshot, a MERGE is
-  recomputed by its caller (`transact`).
+  recomputed by its caller (`transact`). Creating a table is the same race: the create
+  commits version 0 or fails (delta-rs is told not to retry it as version 1), and the loser
+  writes against the winner's table.
 - **Idempotent reruns.** Appends may name a key (`key="id"`): rows whose key the table
   already holds are dropped before the commit, so a rerun after a crash, or a racing writer,
   never duplicates a row.
@@ -258,7 +260,36 @@ class Lake:
         """The snapshot as a pyarrow Dataset (physical columns: see `read` for unsigned types)."""
         return self._arrow_dataset(self.delta(table, version))
 
-    def _arrow_dataset(self, dtable) -> pads.Dataset:
+    def added_since(self, table: str, version: int, columns: list[str] | None = None,
+                    until: int | None = None) -> pa.Table | None:
+        """The rows of the data files snapshot `until` (latest: None) holds and `version` did not:
+        for a history of appends since then (keyed appends included), exactly the rows added
+        since, read without touching the older files. None when a file of `version` has left
+        the snapshot since (an overwrite, MERGE or delete rewrote rows) or the table uses
+        deletion vectors: the caller must read the whole table then."""
+        now = self.delta(table, until)
+        try:
+            then = self.delta(table, version)
+        except Exception:  # noqa: BLE001 - an unloadable old version: read everything instead
+            return None
+        if "deletionVectors" in (now.protocol().reader_features or []):
+            return None
+        old = set(then.file_uris())
+        current = list(now.file_uris())
+        if not old <= set(current):
+            return None
+        fresh = [u for u in current if u not in old]
+        schema = pa.schema(now.schema().to_arrow())
+        if not fresh:
+            empty = schema.empty_table()
+            return delta.from_delta(empty.select(columns) if columns is not None else empty)
+        try:
+            return delta.from_delta(self._arrow_dataset(now, fresh).to_table(columns=columns))
+        except (FileNotFoundError, OSError) as exc:
+            raise LakeError(f"table {table!r} in {self.uri} lists a data file that cannot be read "
+                            f"(deleted by hand?): {delta.first_line(exc)}") from None
+
+    def _arrow_dataset(self, dtable, uris: list[str] | None = None) -> pads.Dataset:
         # Built from the snapshot's file list on pyarrow's own filesystem, not through
         # delta-rs's `to_pyarrow_dataset`: its filesystem handler keeps scan threads that abort
         # the interpreter at exit (delta-rs #2184), and the Delta schema as the dataset schema
@@ -267,7 +298,7 @@ class Lake:
             return dtable.to_pyarrow_dataset()  # only delta-rs applies deletion vectors
         schema = pa.schema(dtable.schema().to_arrow())
         paths = [pafs.FileSystem.from_uri(delta.as_uri(u))[1] if self._scheme != "file" else u
-                 for u in dtable.file_uris()]
+                 for u in (dtable.file_uris() if uris is None else uris)]
         # Our own files are written in the table's types. A declared dataset schema costs ~15% of
         # a read (pyarrow projects every batch), so it is declared only when a file written by
         # another writer (delta-rs MERGE, another tool) has other physical types.
@@ -414,6 +445,8 @@ class Lake:
         delta.check_catalogue(table, schema)
         for attempt in range(self.max_attempts):
             snapshot = self.delta(table) if self.exists(table) else None
+            if snapshot is not None and must_create:
+                raise LakeConflict(f"{table!r} was created by another writer meanwhile")
             if keys and mode == "append":
                 staged = self._drop_known(table, staged, keys, snapshot)
             added = sum(f.rows for f in staged)
@@ -423,7 +456,7 @@ class Lake:
                                  data_change=True, stats=json.dumps({"numRecords": f.rows})) for f in staged]
             if snapshot is not None and keys and mode == "append" and not actions:
                 return self.commit_record(table)  # nothing new: no version is written
-            props = delta.commit_properties(meta)
+            props = delta.commit_properties(meta, create=snapshot is None)
             delta_schema = delta.delta_schema(schema)
             if attempt == 0:
                 fault_point(f"before_commit:{table}")
@@ -434,14 +467,12 @@ class Lake:
                                                   commit_properties=props)
                 else:
                     snapshot.create_write_transaction(actions, mode=mode, schema=delta_schema, commit_properties=props)
-            except CommitFailedError:
-                delta.backoff(attempt)
-                continue
             except Exception as exc:
-                if snapshot is None and self.exists(table):
-                    if must_create:
-                        raise LakeConflict(f"{table!r} was created by another writer meanwhile") from None
-                    continue  # another writer created the table first: append to it
+                if isinstance(exc, CommitFailedError) or (snapshot is None and self.exists(table)):
+                    # another writer committed (or created the table) first: the next attempt
+                    # re-checks against its version (must_create then raises LakeConflict)
+                    delta.backoff(attempt)
+                    continue
                 raise LakeError(f"commit to {table!r} failed: {delta.first_line(exc)}") from None
             fault_point(f"after_commit:{table}")
             return self.commit_record(table)

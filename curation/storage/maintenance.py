@@ -22,11 +22,12 @@ if TYPE_CHECKING:
 
 
 def pinned_versions(lake: "Lake") -> dict[str, set[int]]:
-    """table -> versions some commit's `reads` references, or a recorded nightly run wrote
-    (`runs.versions_json`): never vacuumed away."""
+    """table -> versions some commit's `reads` references, a recorded nightly run wrote
+    (`runs.versions_json`), or the latest `weights` names as its statistics (`tag_stats`, which
+    the next incremental weights run builds on): never vacuumed away."""
     import json
 
-    from curation.storage.schemas import RUNS
+    from curation.storage.schemas import RUNS, TAG_STATS, WEIGHTS
 
     pins: dict[str, set[int]] = {}
     for table in lake.tables():
@@ -37,6 +38,10 @@ def pinned_versions(lake: "Lake") -> dict[str, set[int]]:
         for text in lake.read(RUNS, columns=["versions_json"])["versions_json"].to_pylist():
             for other, version in json.loads(text or "{}").items():
                 pins.setdefault(other, set()).add(int(version))
+    if lake.exists(WEIGHTS):
+        named = (lake.commit_record(WEIGHTS).producer.get("tag_stats") or {}).get("version")
+        if named is not None:
+            pins.setdefault(TAG_STATS, set()).add(int(named))
     return pins
 
 

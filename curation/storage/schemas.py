@@ -24,17 +24,17 @@ from typing import Callable, Iterable
 
 import pyarrow as pa
 
-from graph.kg.tables import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, WEIGHTS_SCHEMA, conform
+from graph.kg.tables import KG_EDGES_SCHEMA, KG_NODES_SCHEMA, TAG_STATS_SCHEMA, WEIGHTS_SCHEMA, conform
 from graph.proximity import EDGE_SCHEMA
 from operators.base import Operator, field
 
 __all__ = [
     "CATALOG", "TableSpec", "SchemaError", "table_spec", "conform",
-    "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS",
+    "POOL", "PROFILES", "SCORES", "DEDUP", "REMOVALS", "KG_NODES", "KG_EDGES", "WEIGHTS", "TAG_STATS",
     "CAPTIONS", "CAPTIONS_SCHEMA", "OCR", "EDIT_PAIRS", "HARDCASES", "HARDCASES_SCHEMA", "REVIEWS", "REVIEWS_SCHEMA",
     "LABELS", "LABELS_SCHEMA", "RUNS", "RUNS_SCHEMA", "embeddings_table", "graph_edges_table", "manifest_table", "samples_table", "batches_table",
     "EDIT_PAIRS_SCHEMA", "SAMPLES_SCHEMA", "BATCHES_SCHEMA",
-    "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA",
+    "POOL_SCHEMA", "REMOVALS_SCHEMA", "KG_NODES_SCHEMA", "KG_EDGES_SCHEMA", "WEIGHTS_SCHEMA", "TAG_STATS_SCHEMA",
     "profile_schema", "scores_schema", "dedup_schema", "manifest_schema", "embeddings_schema",
 ]
 
@@ -53,6 +53,7 @@ REMOVALS = "removals"
 KG_NODES = "kg_nodes"
 KG_EDGES = "kg_edges"
 WEIGHTS = "weights"
+TAG_STATS = "tag_stats"
 EDIT_PAIRS = "edit_pairs"
 CAPTIONS = "captions"
 OCR = "ocr"
@@ -290,7 +291,7 @@ RUNS_SCHEMA = pa.schema([
     field("started_at", pa.string(), "UTC ISO-8601 time the first attempt started"),
     field("ended_at", pa.string(), "UTC ISO-8601 time the latest attempt ended (null while running)"),
     field("attempts", pa.int32(), "attempts of this run id (a rerun of a failed or killed run is one more)"),
-    field("steps_json", pa.string(), "per step, in order: {step, done, seconds, rows_in, rows_out, errors, versions}"),
+    field("steps_json", pa.string(), "per step, in order: {step, done, seconds, rows_in, rows_out, errors, versions, changes (ids whose recorded decision the step changed, by kind)}"),
     field("versions_json", pa.string(), "the table versions the run wrote: {table: version}"),
     field("error", pa.string(), "why the latest attempt failed (step and message); null otherwise"),
     field("host", pa.string(), "host and process id of the latest attempt"),
@@ -577,6 +578,10 @@ CATALOG: tuple[TableSpec, ...] = (
            "curation.steps.kg.steps.kg_build / kg_augment (curate kg build / augment)"),
     _fixed(WEIGHTS, ("id",), WEIGHTS_SCHEMA, "per-item sampling weights from caption tags, the knowledge graph and BM25",
            "curation.steps.kg.steps.kg_weights (curate kg weights)"),
+    _fixed(TAG_STATS, ("tag",), TAG_STATS_SCHEMA,
+           "the pool's tag statistics behind `weights` (document frequency, occurrences, node per folded tag); "
+           "the weights commit names the version and the totals (graph.kg.tagstats)",
+           "curation.steps.kg.steps.kg_weights (curate kg weights; updated additively in incremental mode)"),
     TableSpec("manifests/<stage>", ("id",), None, MANIFEST_KEY_FIELDS + BUCKET_FIELDS,
               "what a trainer reads for one stage: kept items with captions, resolution bucket, sequence "
               "length and the profile / score / weight features (also written as a plain Parquet file)",

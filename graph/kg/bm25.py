@@ -92,11 +92,15 @@ def tag_occurrences(tags: pa.Array | pa.ChunkedArray | Sequence) -> TagOccurrenc
 
 def bm25_pairs(doc: np.ndarray, term: np.ndarray, n_docs: int, n_terms: int, *,
                k1: float = 1.5, b: float = 0.75, idf: IdfKind = "lucene",
-               epsilon: float = 0.25) -> Bm25Pairs:
+               epsilon: float = 0.25, idf_values: np.ndarray | None = None,
+               avgdl: float | None = None) -> Bm25Pairs:
     """BM25 of every distinct (doc, term) pair among the occurrences (see the module docstring).
 
     doc, term: int64 [m], one entry per occurrence (doc < n_docs, term < n_terms).
     epsilon: only for idf='okapi', rank_bm25's floor factor for negative idfs.
+    idf_values, avgdl: corpus statistics from elsewhere (float64 [n_terms]; mean tags per
+        sample), for scoring a subset of samples against the whole pool's statistics
+        (`graph.kg.tagstats`); by default both come from these occurrences.
     """
     if idf not in ("lucene", "okapi"):
         raise ValueError(f"idf must be 'lucene' or 'okapi', got {idf!r}")
@@ -117,9 +121,14 @@ def bm25_pairs(doc: np.ndarray, term: np.ndarray, n_docs: int, n_terms: int, *,
     tf = np.diff(np.append(starts, len(keys)))
     pair_doc, pair_term = np.divmod(keys[starts], max(n_terms, 1))
     dl = np.bincount(doc, minlength=n_docs).astype(np.float64)
-    avgdl = len(doc) / n_docs if n_docs else 1.0
-    df = np.bincount(pair_term, minlength=n_terms).astype(np.float64)
-    idf_t = _idf(df, n_docs, idf, epsilon)
+    if avgdl is None:
+        avgdl = len(doc) / n_docs if n_docs else 1.0
+    if idf_values is None:
+        idf_t = idf_of(np.bincount(pair_term, minlength=n_terms), n_docs, idf, epsilon)
+    else:
+        idf_t = np.asarray(idf_values, np.float64)
+        if idf_t.shape != (n_terms,):
+            raise ValueError(f"bm25_pairs: idf_values has shape {idf_t.shape}, expected ({n_terms},)")
     # Same operation order as rank_bm25.get_scores, so okapi scores agree to the last bits;
     # the length norm is computed once per sample, then gathered per pair.
     norm = (k1 * (1 - b + b * dl / avgdl))[pair_doc]
@@ -131,7 +140,11 @@ def bm25_pairs(doc: np.ndarray, term: np.ndarray, n_docs: int, n_terms: int, *,
     return Bm25Pairs(doc=pair_doc, term=pair_term, tf=tf, score=score, idf=idf_t)
 
 
-def _idf(df: np.ndarray, n_docs: int, kind: IdfKind, epsilon: float) -> np.ndarray:
+def idf_of(df: np.ndarray, n_docs: int, kind: IdfKind = "lucene", epsilon: float = 0.25) -> np.ndarray:
+    """idf per term (float64) from document frequencies `df` over `n_docs` samples."""
+    if kind not in ("lucene", "okapi"):
+        raise ValueError(f"idf must be 'lucene' or 'okapi', got {kind!r}")
+    df = np.asarray(df, np.float64)
     if kind == "lucene":
         return np.log1p((n_docs - df + 0.5) / (df + 0.5))
     out = np.log(n_docs - df + 0.5) - np.log(df + 0.5)

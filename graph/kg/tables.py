@@ -63,4 +63,13 @@ WEIGHTS_SCHEMA = pa.schema([
     field("tags_matched", pa.int32(), "tags mapped to a kept knowledge-graph node"),
     field("nodes", pa.list_(pa.int64()), "matched node ids, in tag order"),
     field("weight_producer", pa.string(), "knowledge-graph version and weight parameters"),
+    field("terms", pa.list_(pa.string()), "the sample's folded tags, sorted, repeats kept: what its BM25 was computed "
+                                          "from (an incremental run compares it to find retagged samples)"),
+])
+
+TAG_STATS_SCHEMA = pa.schema([
+    field("tag", pa.string(), "folded tag (graph.kg.textnorm.fold)"),
+    field("df", pa.int64(), "pool samples whose tags contain the tag (BM25 document frequency)"),
+    field("occurrences", pa.int64(), "occurrences of the tag over all samples (summed per node: the concept count)"),
+    field("node", pa.int64(), "knowledge-graph node the tag maps to; null when none"),
 ])

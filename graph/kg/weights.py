@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from graph.kg.bm25 import TagOccurrences, bm25_pairs, tag_occurrences
 from graph.kg.model import KnowledgeGraph
+from graph.kg.tagstats import TagStats, doc_terms
 from graph.kg.tables import WEIGHTS_SCHEMA, conform
 from graph.kg.textnorm import fold, name_index
 
@@ -50,6 +51,11 @@ class WeightConfig:
     or 'okapi' (rank_bm25, floored); w_min, w_max: clip of the normalised weight;
     use_embeddings: map tags that no title or alias matches to the nearest kept title by text
     embedding, if cosine ≥ embed_min_similarity.
+    mode: 'full' recomputes every sample; 'incremental' (nightly) updates the stored tag
+    statistics additively and recomputes only new and retagged samples, plus those holding a
+    tag whose idf moved more than idf_tolerance (relative), as long as the mean idf shift and
+    the avgdl shift stay within idf_tolerance; otherwise it recomputes fully
+    (curation.steps.kg.incremental). The summary says which.
     """
 
     k1: float = 1.5
@@ -59,10 +65,16 @@ class WeightConfig:
     w_max: float = 20.0
     embed_min_similarity: float = 0.8
     use_embeddings: bool = False
+    mode: Literal["full", "incremental"] = "full"
+    idf_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         if not 0 < self.w_min <= self.w_max:
             raise ValueError(f"need 0 < w_min <= w_max, got {self.w_min}, {self.w_max}")
+        if self.mode not in ("full", "incremental"):
+            raise ValueError(f"mode must be 'full' or 'incremental', got {self.mode!r}")
+        if not 0 <= self.idf_tolerance < 1:
+            raise ValueError(f"need 0 <= idf_tolerance < 1, got {self.idf_tolerance}")
         if self.k1 < 0 or not 0 <= self.b <= 1:
             raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
 
@@ -212,13 +224,43 @@ def sample_weights(ids: pa.Array | pa.ChunkedArray | Sequence[str],
     graph_version: which graph `kg` is (e.g. 'kg_nodes v3'), put before the parameters in
     weight_producer.
     """
+    return weigh(ids, tags, kg, cfg, embed=embed, graph_version=graph_version).table
+
+
+@dataclass(frozen=True)
+class Weighed:
+    """What `weigh` computed: the WEIGHTS_SCHEMA table; mean_raw, the normaliser (mean raw
+    score over tagged samples; 0 when none scored); stats, the corpus statistics the scores
+    used (given, or those of these samples, with each tag's node)."""
+
+    table: pa.Table
+    mean_raw: float
+    stats: TagStats
+
+
+def weigh(ids: pa.Array | pa.ChunkedArray | Sequence[str], tags: pa.Array | pa.ChunkedArray | Sequence,
+          kg: KnowledgeGraph, cfg: WeightConfig | None = None, *, embed: Embedder | None = None,
+          graph_version: str | None = None, stats: TagStats | None = None,
+          mean_raw: float | None = None) -> Weighed:
+    """`sample_weights`, optionally for a subset of the pool scored against the whole pool:
+    stats gives the idf and avgdl (every tag of `tags` must be in it), mean_raw the normaliser
+    (so the rows share the scale of weights computed earlier). Without them both come from
+    these samples, as in a full run."""
     cfg = cfg or WeightConfig()
     ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids), pa.string())
     occ = tag_occurrences(tags)
     n = occ.n_docs
     if len(ids) != n:
         raise ValueError(f"sample_weights: {len(ids)} ids but {n} tag lists")
-    pairs = bm25_pairs(occ.doc, occ.term, n, occ.n_terms, k1=cfg.k1, b=cfg.b, idf=cfg.idf)
+    idf_values = avgdl = None
+    if stats is not None:
+        pos = stats.lookup(occ.vocab)
+        if (pos < 0).any():
+            raise ValueError(f"weigh: {int((pos < 0).sum())} tags are not in the given statistics, "
+                             f"e.g. {occ.vocab[pos < 0][0]!r}")
+        idf_values, avgdl = stats.idf(cfg.idf)[pos], stats.avgdl
+    pairs = bm25_pairs(occ.doc, occ.term, n, occ.n_terms, k1=cfg.k1, b=cfg.b, idf=cfg.idf,
+                       idf_values=idf_values, avgdl=avgdl)
     term_node = _map_terms(occ, kg, cfg, embed).node
 
     matched = term_node >= 0
@@ -242,11 +284,12 @@ def sample_weights(ids: pa.Array | pa.ChunkedArray | Sequence[str],
     tags_matched = np.bincount(occ.doc[occ_node >= 0], minlength=n)
     tagged = tags_total > 0
     weight = np.ones(n)
-    mean = raw[tagged].mean() if tagged.any() else 0.0
+    if mean_raw is None:
+        mean_raw = float(raw[tagged].mean()) if tagged.any() else 0.0
     # mean 0 only when every tagged sample scored 0 (okapi idf exactly 0, or zero boosts):
     # no signal to weight by, so everything stays neutral.
-    if mean > 0:
-        weight[tagged] = np.clip(raw[tagged] / mean, cfg.w_min, cfg.w_max)
+    if mean_raw > 0:
+        weight[tagged] = np.clip(raw[tagged] / mean_raw, cfg.w_min, cfg.w_max)
 
     table = pa.table({
         "id": ids, "weight": weight, "bm25": bm25, "hierarchy": hierarchy, "boost": boost,
@@ -254,18 +297,30 @@ def sample_weights(ids: pa.Array | pa.ChunkedArray | Sequence[str],
         "nodes": _nodes_lists(occ, occ_node, kg, n),
         "weight_producer": pa.array([f"{graph_version}; {cfg.producer()}" if graph_version else cfg.producer()] * n,
                                     pa.string()),
+        "terms": doc_terms(occ),
     })
-    return conform(table, WEIGHTS_SCHEMA)
+    node_ids = np.where(matched, kg.node_id[np.maximum(term_node, 0)], -1) if kg.n else np.full(len(term_node), -1)
+    return Weighed(table=conform(table, WEIGHTS_SCHEMA), mean_raw=mean_raw,
+                   stats=stats if stats is not None else TagStats.of(occ, node_ids))
+
+
+def map_tag_nodes(kg: KnowledgeGraph, cfg: WeightConfig, embed: Embedder | None, tags: Sequence[str]) -> np.ndarray:
+    """Node id (int64; -1 when unmatched) of each folded tag, mapped as `weigh` maps them."""
+    node = _mapper(kg, cfg, embed).map(list(tags)).node
+    return np.where(node >= 0, kg.node_id[np.maximum(node, 0)], -1).astype(np.int64) if kg.n else \
+        np.full(len(node), -1, np.int64)
 
 
 def _map_terms(occ: TagOccurrences, kg: KnowledgeGraph, cfg: WeightConfig,
                embed: Embedder | None) -> TagMatch:
     """TagMatch for each distinct folded tag of `occ`."""
+    return _mapper(kg, cfg, embed).map(list(occ.vocab))
+
+
+def _mapper(kg: KnowledgeGraph, cfg: WeightConfig, embed: Embedder | None) -> TagMapper:
     if cfg.use_embeddings and embed is None:
         raise ValueError("WeightConfig.use_embeddings is set but no embed function was given")
-    mapper = TagMapper(kg, embed=embed if cfg.use_embeddings else None,
-                       min_similarity=cfg.embed_min_similarity)
-    return mapper.map(list(occ.vocab))
+    return TagMapper(kg, embed=embed if cfg.use_embeddings else None, min_similarity=cfg.embed_min_similarity)
 
 
 def _nodes_lists(occ: TagOccurrences, occ_node: np.ndarray, kg: KnowledgeGraph, n: int) -> pa.ListArray:

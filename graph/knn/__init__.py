@@ -28,12 +28,13 @@ from graph.knn.cuvs_backend import (CuvsBruteForceIndex, CuvsCagraIndex, cuvs_kn
 from graph.knn.faiss_backend import (FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex,
                                      default_nlist, default_nprobe)
 from graph.knn.registry import (BACKENDS, GPU_BACKENDS, available_backends, choose_backend,
-                                gpu_available, gpu_knn_missing, knn_graph, make_index)
+                                gpu_available, gpu_knn_missing, knn_graph, knn_graph_and_index, load_index,
+                                make_index)
 
 __all__ = [
     "BACKENDS", "GPU_BACKENDS", "CuvsBruteForceIndex", "CuvsCagraIndex", "FaissFlatIndex",
     "FaissHNSWIndex", "FaissIVFIndex", "KnnIndex", "KnnResult", "available_backends",
     "check_k", "check_positive_int", "choose_backend", "cuvs_knn_graph", "default_nlist", "default_nprobe",
-    "enable_rmm_pool", "gpu_available", "gpu_knn_missing", "knn_graph", "make_index",
+    "enable_rmm_pool", "gpu_available", "gpu_knn_missing", "knn_graph", "knn_graph_and_index", "load_index", "make_index",
     "recall_at_k", "rerank_exact", "validate_vectors",
 ]

@@ -296,6 +296,13 @@ class KnnIndex(ABC):
             return KnnResult.empty(len(q), k)
         return self._search(q, min(k, self._ntotal)).padded(k)
 
+    def save(self, path: str) -> dict:
+        """Write the index (vectors, structure) to the local file `path` and its ids beside it
+        (`path` + ".ids.npy"); returns the header `graph.knn.load_index` needs (params, dim,
+        ntotal). Backends that cannot be saved raise NotImplementedError (the caller rebuilds
+        from the vectors instead)."""
+        raise NotImplementedError(f"k-NN backend {self.name!r} cannot be saved; rebuild it from the vectors")
+
     @abstractmethod
     def _add(self, x: np.ndarray, ids: np.ndarray) -> None: ...
 

@@ -32,6 +32,8 @@ _MAX_NLIST = 4096
 _TRAIN_POINTS_PER_LIST = 40
 # Query batches at least this many times nlist are searched list by list (see FaissIVFIndex).
 _BATCH_QUERIES_PER_LIST = 4
+# The header format `save` writes and `load_faiss_index` reads.
+SAVE_FORMAT = 1
 
 
 def _faiss():
@@ -108,6 +110,17 @@ class _FaissIndex(KnnIndex):
 
     def _add_vectors(self, x: np.ndarray) -> None:
         self._index.add(x)
+
+    def save(self, path: str) -> dict:
+        """faiss's own file format (written by faiss, no Python copy of the vectors)."""
+        ids = np.concatenate(self._id_chunks) if self._id_chunks else np.zeros(0, np.int64)
+        if self._index is not None:
+            _faiss().write_index(self._index, path)
+        np.save(path + ".ids.npy", ids.astype(np.int64, copy=False))
+        return {"format": SAVE_FORMAT, "params": self.params, "dim": self.dim, "ntotal": self._ntotal}
+
+    def _restored(self, index) -> None:
+        """Hook: attach what the subclass keeps beside the faiss index after a load."""
 
     def _prepare_search(self, k: int) -> None:
         """Set search-time parameters that depend on k (HNSW's efSearch)."""
@@ -189,6 +202,9 @@ class FaissIVFIndex(_FaissIndex):
     def _prepare_search(self, k: int) -> None:
         self._index.nprobe = self.nprobe
 
+    def _restored(self, index) -> None:
+        self._quantizer = _faiss().downcast_index(index.quantizer)
+
     def _add_vectors(self, x: np.ndarray) -> None:
         lists = self._quantizer.search(x, self.nprobe)[1]
         first = np.ascontiguousarray(lists[:, 0])
@@ -248,3 +264,28 @@ class FaissHNSWIndex(_FaissIndex):
     def params(self) -> dict:
         return {"backend": self.name, "M": self.M, "ef_construction": self.ef_construction,
                 "ef_search": self.ef_search, "threads": self.threads}
+
+
+def load_faiss_index(path: str, header: dict, backends: dict, threads: int | None = None) -> _FaissIndex:
+    """An index written by `_FaissIndex.save` to `path` (header: what save returned), ready to
+    add to and search. backends: name -> class (the registry's); threads: this machine's
+    setting (None: all cores), not the saved one. A mismatch raises ValueError."""
+    if header.get("format") != SAVE_FORMAT:
+        raise ValueError(f"saved k-NN index format {header.get('format')} (this code reads {SAVE_FORMAT})")
+    params = dict(header["params"])
+    name = params.pop("backend")
+    params["threads"] = threads
+    if name not in backends or not issubclass(backends[name], _FaissIndex):
+        raise ValueError(f"saved k-NN index of backend {name!r}, which cannot be loaded here")
+    ids = np.load(path + ".ids.npy")
+    if len(ids) != header["ntotal"]:
+        raise ValueError(f"saved k-NN index: {len(ids)} ids for {header['ntotal']} vectors")
+    index = backends[name](**params)
+    index.dim, index._ntotal = header["dim"], header["ntotal"]
+    if header["ntotal"]:
+        index._index = _faiss().read_index(path)
+        if index._index.ntotal != header["ntotal"]:
+            raise ValueError(f"saved k-NN index holds {index._index.ntotal} vectors, header says {header['ntotal']}")
+        index._restored(index._index)
+    index._id_chunks = [ids] if len(ids) else []
+    return index

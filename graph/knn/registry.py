@@ -16,7 +16,7 @@ import numpy as np
 
 from graph.knn.base import KnnIndex, KnnResult, check_k, validate_vectors
 from graph.knn.cuvs_backend import CuvsBruteForceIndex, CuvsCagraIndex
-from graph.knn.faiss_backend import FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex
+from graph.knn.faiss_backend import FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex, load_faiss_index
 
 BACKENDS: dict[str, Callable[..., KnnIndex]] = {
     "faiss-flat": FaissFlatIndex,
@@ -116,6 +116,12 @@ def make_index(name: str, **params) -> KnnIndex:
     return BACKENDS[name](**params)
 
 
+def load_index(path: str, header: dict, threads: int | None = None) -> KnnIndex:
+    """An index saved with `KnnIndex.save(path)` (faiss backends; header: what save returned),
+    to add to and search again."""
+    return load_faiss_index(path, header, BACKENDS, threads)
+
+
 def knn_graph(vectors, k: int, backend: str = "auto", **params) -> KnnResult:
     """The k nearest other rows of every row of `vectors` (a self-k-NN graph).
 
@@ -127,11 +133,17 @@ def knn_graph(vectors, k: int, backend: str = "auto", **params) -> KnnResult:
     -1 / -inf padding when n-1 < k (one row alone has no neighbours).
     Returns KnnResult (n, k).
     """
+    return knn_graph_and_index(vectors, k, backend, **params)[0]
+
+
+def knn_graph_and_index(vectors, k: int, backend: str = "auto", **params) -> tuple[KnnResult, KnnIndex | None]:
+    """`knn_graph` and the index it built over `vectors` (None for no vectors), for a caller
+    that keeps it (the dedup step saves it for its incremental runs)."""
     x = validate_vectors(vectors)
     k = check_k(k)
     name = choose_backend(len(x), override=backend)
     if len(x) == 0:
-        return KnnResult.empty(0, k)
+        return KnnResult.empty(0, k), None
     index = make_index(name, **params)
     index.add(x)
-    return index.search(x, k + 1).exclude_self(np.arange(len(x)))
+    return index.search(x, k + 1).exclude_self(np.arange(len(x))), index

@@ -15,6 +15,7 @@ versions of every table it read), then draws the stage's sample and batch plan
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import posixpath
 import time
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curation.storage import io, schemas
@@ -98,15 +101,21 @@ class Evaluation:
     producers: dict[str, dict]
 
 
-def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
+def evaluate(lake: Lake, stage: StageConfig, *, ids: pa.Array | None = None) -> Evaluation:
+    """Every pool row (or only the pool rows whose id is in `ids`) joined with the lake's
+    per-item tables, with its fate under the stage's rules. With `ids`, every table is read
+    with that filter (an incremental step re-deciding a few rows); the rules are per row, but
+    the stage's near-duplicate marking then sees only those rows."""
     if not lake.exists("pool"):
         raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
+    only = None if ids is None else pads.field("id").isin(ids)
     # every table is read at the version its producer entry names (what the export records)
     producers = {"pool": _producer(lake, "pool")}
-    pool = lake.read("pool", columns=POOL_COLUMNS + ["extra_json"], version=producers["pool"]["table_version"])
+    pool = lake.read("pool", columns=POOL_COLUMNS + ["extra_json"], version=producers["pool"]["table_version"],
+                     filter=only)
     if lake.exists("profiles"):
         producers["profiles"] = _producer(lake, "profiles")
-        profiles = lake.read("profiles", version=producers["profiles"]["table_version"])
+        profiles = lake.read("profiles", version=producers["profiles"]["table_version"], filter=only)
         table = _left_join(pool, profiles, "id")
         missing = pc.is_null(table["profile_producer"])
         table = table.set_column(table.schema.get_field_index("error"), "error",
@@ -115,35 +124,36 @@ def evaluate(lake: Lake, stage: StageConfig) -> Evaluation:
         table = pool.append_column("error", pa.array([NOT_PROFILED] * pool.num_rows, pa.string()))
     if stage.apply_dedup and lake.exists(DEDUP):
         producers["dedup"] = _producer(lake, DEDUP)
-        decisions = lake.read(DEDUP, version=producers["dedup"]["table_version"])
+        decisions = lake.read(DEDUP, version=producers["dedup"]["table_version"], filter=only)
         table = _left_join(table, decisions.rename_columns(
             {c: f"dedup_{c}" if c in ("keep", "group_id", "group_size") else c for c in decisions.column_names}), "id")
     if stage.apply_removals and lake.exists(REMOVALS):
         producers["removals"] = _producer(lake, REMOVALS)
-        removals = lake.read(REMOVALS, columns=["id", "reason"], version=producers["removals"]["table_version"]
-                             ).group_by("id", use_threads=False).aggregate([("reason", "first")])
+        removals = lake.read(REMOVALS, columns=["id", "reason"], version=producers["removals"]["table_version"],
+                             filter=only).group_by("id", use_threads=False).aggregate([("reason", "first")])
         table = _left_join(table, removals.rename_columns(["id", "removal_reason"]), "id")
     if lake.exists("scores"):
         producers["scores"] = _producer(lake, "scores")
-        scores = lake.read("scores", version=producers["scores"]["table_version"]).rename_columns({"error": "score_error"})
+        scores = lake.read("scores", version=producers["scores"]["table_version"], filter=only).rename_columns({"error": "score_error"})
         table = _left_join(table, scores.drop_columns(["score_producer"]), "id")
         table = table.set_column(table.schema.get_field_index("error"), "error",
                                  pc.coalesce(table["error"], table["score_error"])).drop_columns(["score_error"])
     if lake.exists("weights"):  # the knowledge graph's weight and concepts travel to the manifest
         producers["weights"] = _producer(lake, "weights")
         weights = lake.read("weights", columns=["id", "weight", "bm25", "nodes"],
-                            version=producers["weights"]["table_version"])
+                            version=producers["weights"]["table_version"], filter=only)
         table = _left_join(table, weights.rename_columns(["id", "weight", "bm25", "concepts"]), "id")
 
     if lake.exists(schemas.CAPTIONS):  # the captioner's levels feed the caption policy; its NSFW a rule
         producers[schemas.CAPTIONS] = _producer(lake, schemas.CAPTIONS)
-        captions = lake.read(schemas.CAPTIONS, version=producers[schemas.CAPTIONS]["table_version"])
+        captions = lake.read(schemas.CAPTIONS, version=producers[schemas.CAPTIONS]["table_version"], filter=only)
         table = _left_join(table, _caption_levels(captions), "id")
     if lake.exists(schemas.LABELS):  # human-approved captions and tags win over the pseudo-labels
         from curation.steps.review.apply import overlay_labels
 
         producers[schemas.LABELS] = _producer(lake, schemas.LABELS)
-        table = overlay_labels(table, lake.read(schemas.LABELS, version=producers[schemas.LABELS]["table_version"]))
+        table = overlay_labels(table, lake.read(schemas.LABELS, version=producers[schemas.LABELS]["table_version"],
+                                                 filter=only))
     table = _with_original_size(table).sort_by("id")  # decisions never depend on file or join order
 
     result = apply_rules(table, stage.rules)
@@ -198,13 +208,13 @@ def _decision_masks(table: pa.Table) -> dict[str, np.ndarray]:
 
 
 def _left_join(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
-    """left ⟕ right on a unique key. Arrow's join refuses map/list payload columns, so join
-    row numbers and gather the payloads with take()."""
-    lrow = pa.table({key: left[key], "_l": pa.array(range(left.num_rows), pa.int64())})
-    rrow = pa.table({key: right[key], "_r": pa.array(range(right.num_rows), pa.int64())})
-    pairs = lrow.join(rrow, key, join_type="left outer", use_threads=False).sort_by("_l")
-    out = left.take(pairs["_l"])
-    taken = right.drop_columns([key]).take(pairs["_r"])
+    """left ⟕ right on a key unique in `right`, left's row order kept: each left row's right
+    row by a hash lookup (`index_in`), payloads gathered with take() (Arrow's join refuses
+    map/list payload columns; a null index gives a null row)."""
+    keys = right[key].combine_chunks() if isinstance(right[key], pa.ChunkedArray) else right[key]
+    at = pc.index_in(left[key], value_set=keys)
+    out = left
+    taken = right.drop_columns([key]).take(at)
     for name in taken.column_names:
         out = out.append_column(taken.schema.field(name), taken[name])
     return out
@@ -294,11 +304,67 @@ def stage_pairs(lake: Lake, ev: Evaluation, stage: StageConfig, stage_name: str)
     return rows, {"pairs": {"usable": rows.num_rows, "left_out": left_out}}
 
 
+def input_versions(lake: Lake, stage: StageConfig) -> dict[str, int]:
+    """The latest version of every table an export of `stage` reads (what `evaluate` and
+    `stage_pairs` record as the manifest commit's `reads`)."""
+    names = ["pool", "profiles", "scores", "weights", schemas.CAPTIONS, schemas.LABELS]
+    names += [DEDUP] if stage.apply_dedup else []
+    names += [REMOVALS] if stage.apply_removals else []
+    names += [schemas.EDIT_PAIRS] if any(s.table == schemas.EDIT_PAIRS for s in stage.sources) else []
+    return {name: lake.version(name) for name in names if lake.exists(name)}
+
+
+def export_fingerprint(stage: StageConfig, out: str | None, epoch: int, size: int | None, seed: int | None) -> str:
+    """A digest of everything besides the lake's tables that decides an export's result."""
+    blob = json.dumps({"spec": to_dict(stage), "out": out, "epoch": epoch, "size": size, "seed": seed},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def current_export(lake: Lake, stage_name: str, stage: StageConfig, fingerprint: str, out: str | None,
+                   epoch: int) -> str | None:
+    """Why the stage's latest export is still what an export now would write (the same spec
+    and draw parameters, every table it read still at the version it read, the sample and
+    plan drawn from that manifest, its plain files in place), or None when it is not."""
+    from curation.steps.sampling.sample import export_dir, plain_names
+
+    table = schemas.manifest_table(stage_name)
+    if not lake.exists(table):
+        return None
+    rec = lake.commit_record(table)
+    if rec.producer.get("fingerprint") != fingerprint or rec.reads != input_versions(lake, stage):
+        return None
+    names = ["manifest.parquet", "_manifest.json"]
+    if rec.stats.get("output_count"):
+        samples, batches = schemas.samples_table(stage_name), schemas.batches_table(stage_name)
+        if not (lake.exists(samples) and lake.exists(batches)):
+            return None
+        srec, brec = lake.commit_record(samples), lake.commit_record(batches)
+        graph = {schemas.KG_NODES: lake.version(schemas.KG_NODES)} if lake.exists(schemas.KG_NODES) else {}
+        if (srec.reads != {table: rec.version, **graph} or srec.producer.get("epoch") != epoch
+                or brec.reads.get(samples) != srec.version):
+            return None
+        names += list(plain_names(epoch))
+    fs, path = io.resolve(out or export_dir(lake, stage_name, rec.version))
+    if any(fs.get_file_info(posixpath.join(path, n)).type != pafs.FileType.File for n in names):
+        return None
+    return (f"unchanged: manifest v{rec.version} already holds this stage's export (every table it reads is at "
+            f"the version it read, same spec); nothing written")
+
+
 def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = None, *, epoch: int = 0,
-           size: int | None = None, seed: int | None = None) -> StepSummary:
+           size: int | None = None, seed: int | None = None, skip_unchanged: bool = False) -> StepSummary:
+    """Evaluate, write the manifest, draw the sample and plan (see the module docstring).
+    skip_unchanged: write nothing when the latest export is still current (`current_export`;
+    the nightly job sets it, so a night without new data leaves the exports as they are)."""
     from curation.steps.sampling.sample import batches_line, check_stage, draw_and_write
 
     t0 = time.perf_counter()
+    fingerprint = export_fingerprint(stage, out, epoch, size, seed)
+    if skip_unchanged:
+        why = current_export(lake, stage_name, stage, fingerprint, out, epoch)
+        if why:
+            return StepSummary("export", 0, 0, time.perf_counter() - t0, notes={"stage": stage_name, "skipped": why})
     concepts = check_stage(lake, stage_name, stage)
     ev = evaluate(lake, stage)
     pairs, pair_notes = stage_pairs(lake, ev, stage, stage_name)
@@ -320,7 +386,7 @@ def export(lake: Lake, stage_name: str, stage: StageConfig, out: str | None = No
     # counts; trainers that do not read Delta get the same rows as plain Parquet files.
     reads = {name: p["table_version"] for name, p in ev.producers.items()}
     commit = lake.write(table, manifest, mode="overwrite", reads=reads,
-                        producer={"step": "export", "stage": stage_name},
+                        producer={"step": "export", "stage": stage_name, "fingerprint": fingerprint},
                         stats={"removed_per_rule": ev.removed_per_rule, "output_count": manifest.num_rows})
     info["lake_table"] = {"table": table, "version": commit.version}
     plain = out or posixpath.join(lake.uri.rstrip("/"), EXPORTS_DIR, stage_name, f"v{commit.version:08d}")

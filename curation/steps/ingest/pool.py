@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from curation.storage import schemas
+from curation.storage import io, schemas
 from curation.steps.ingest.hashing import INGESTED_SCHEMA, hash_batch, unreadable_id
 from curation.steps.ingest import patterns
 from curation.steps.ingest.download import DownloadConfig  # URL tables (issue 10, item 2)
@@ -226,7 +226,8 @@ def _superseded(merged: pa.Table) -> pa.Array:
     not be read (a URL that failed, a file missing at the time) has the id
     `unreadable_id(uri)`; once a later ingest reads it, that error row goes, so a failed run
     re-run ends with the rows an uninterrupted one would have. Looked up by every uri of the
-    successful rows and by the `url` / `urls` of downloaded ones."""
+    successful rows and by the `url` / `urls` of downloaded ones, and a shard's error row by the
+    shard of its members when this ingest read the shard without error."""
     ok = merged.filter(pc.is_null(merged["error"]))
     if not ok.num_rows:
         return pa.array([], pa.string())
@@ -236,6 +237,10 @@ def _superseded(merged: pa.Table) -> pa.Array:
             extra = json.loads(text)
             listed = [extra.get("url")] + list(extra.get("urls") or [])
             uris.update(u for u in listed if isinstance(u, str))
+    # a shard this ingest read to its end without a shard-level error (written whole since a
+    # run that found it truncated) retires that run's error row for the shard
+    failed = set(pc.list_flatten(merged.filter(pc.is_valid(merged["error"]))["uris"]).to_pylist())
+    uris.update(shard for shard in {io.split_member(u)[0] for u in uris if u and ".tar#" in u} - failed)
     return pa.array(sorted(unreadable_id(u) for u in uris if u), pa.string())
 
 

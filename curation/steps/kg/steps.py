@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.storage.lake import Lake
-from curation.storage.schemas import CAPTIONS, HARDCASES, KG_EDGES, KG_NODES, LABELS, WEIGHTS
+from curation.storage.schemas import CAPTIONS, HARDCASES, KG_EDGES, KG_NODES, LABELS, TAG_STATS, WEIGHTS, conform
 from curation.steps.summary import StepSummary
 from graph.kg.model import KnowledgeGraph
 from graph.kg.prune import PruneConfig, prune
@@ -135,32 +135,46 @@ def kg_build(lake: Lake, cfg: KgBuildConfig) -> StepSummary:
     })
 
 
-def pool_tags(lake: Lake, max_words: int = 4) -> tuple[pa.Array, list[list[str]], str]:
-    """(pool ids, one tag list per item, where the tags came from): the source's tags column,
-    else a tag-style caption's tags, plus the VLM's semantic tags when the lake has captions
-    (`curate caption`; successful rows only), each tag once per item; an item a reviewer
-    labelled (`labels`, `curate review apply`) has the reviewer's tags instead."""
-    from graph.kg.tags import sample_tags
+def pool_tags(lake: Lake, max_words: int = 4) -> tuple[pa.Array, pa.ListArray, str]:
+    """(pool ids, one tag list per item as list<string>, where the tags came from): the
+    source's tags column, else a tag-style caption's tags, plus the VLM's semantic tags when
+    the lake has captions (`curate caption`; successful rows only), each tag once per item; an
+    item a reviewer labelled (`labels`, `curate review apply`) has the reviewer's tags instead."""
+    from graph.kg.tags import tag_lists
 
     if not lake.exists("pool"):
         raise ValueError(f"lake {lake.uri} has no pool: run `curate ingest` first")
     pool = lake.read("pool", columns=["id", "tags", "caption"])
-    tags = sample_tags(pool["tags"], pool["caption"], max_words)
+    ids = pool["id"].combine_chunks()
+    tags = tag_lists(pool["tags"], pool["caption"], max_words)
     source = "pool"
     if lake.exists(CAPTIONS):
         captions = lake.read(CAPTIONS, columns=["id", "tags", "error", "caption_producer"])
         ok = captions.filter(pc.is_null(captions["error"]))
-        vlm = dict(zip(ok["id"].to_pylist(), ok["tags"].to_pylist()))
         producers = sorted(set(ok["caption_producer"].to_pylist()))
-        tags = [list(dict.fromkeys(own + [t for t in (vlm.get(i) or []) if t]))
-                for i, own in zip(pool["id"].to_pylist(), tags)]
+        tags = _replace_rows(tags, ids, ok["id"], ok["tags"],
+                             lambda own, vlm: list(dict.fromkeys(own + [t for t in (vlm or []) if t])))
         source = f"pool+captions({', '.join(producers)})" if producers else "pool"
     if lake.exists(LABELS):  # a reviewer's tags replace the item's source and VLM tags
         labels = lake.read(LABELS, columns=["id", "tags"])
-        human = {i: t for i, t in zip(labels["id"].to_pylist(), labels["tags"].to_pylist()) if t is not None}
-        tags = [list(dict.fromkeys(human[i])) if i in human else own for i, own in zip(pool["id"].to_pylist(), tags)]
-        source += f"+labels({len(human)} reviewed)"
-    return pool["id"], tags, source
+        labels = labels.filter(pc.is_valid(labels["tags"]))
+        tags = _replace_rows(tags, ids, labels["id"], labels["tags"], lambda own, human: list(dict.fromkeys(human)))
+        source += f"+labels({labels.num_rows} reviewed)"
+    return ids, tags, source
+
+
+def _replace_rows(tags: pa.ListArray, ids: pa.Array, by_id, values, merge) -> pa.ListArray:
+    """`tags` with the rows whose id is in `by_id` replaced by merge(own tags, value) (Python,
+    for those rows only)."""
+    from graph.kg.tags import replace_rows
+
+    at = pc.index_in(ids, value_set=by_id.combine_chunks() if isinstance(by_id, pa.ChunkedArray) else by_id)
+    rows = np.flatnonzero(pc.is_valid(at).to_numpy(zero_copy_only=False))
+    if not len(rows):
+        return tags
+    take = pa.array(rows)
+    merged = [merge(own, v) for own, v in zip(tags.take(take).to_pylist(), values.take(at.take(take)).to_pylist())]
+    return replace_rows(tags, rows, merged)
 
 
 def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
@@ -172,13 +186,14 @@ def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
     kg, version = load_graph(lake)
     kg = kg.without_derived()
     ids, tags, tag_source = pool_tags(lake, cfg.max_tag_words)
-    counter = Counter(t for row in tags for t in row)
+    counter = Counter(t for row in tags.to_pylist() for t in row)
     embed = cfg.embed()
     mapper = TagMapper(kg)
     taxonomy = augment_with_taxonomy(kg, list(counter), np.fromiter(counter.values(), np.int64, len(counter)),
                                      cfg.taxonomy, embed, source=f"taxonomy:{tag_source}@kg_nodes v{version}",
                                      match=lambda ts: mapper.map(ts).node)
-    notes: dict = {"tags_from": tag_source, "samples_with_tags": sum(1 for row in tags if row),
+    notes: dict = {"tags_from": tag_source,
+                   "samples_with_tags": int(pc.sum(pc.greater(pc.list_value_length(tags), 0)).as_py() or 0),
                    "distinct_tags": taxonomy["tags"],
                    "tags_matched_to_graph": taxonomy["matched_tags"], "new_tag_nodes": taxonomy["new_tag_nodes"],
                    "parents_per_level": taxonomy["parents"], "attached_to_articles": taxonomy["attached"]}
@@ -193,7 +208,7 @@ def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
         from curation.steps.review.hardcases import replay_graph_decisions
 
         notes["hardcases"] = replay_graph_decisions(lake, kg)
-    tag_counts(kg, pa.array(tags, pa.list_(pa.string())))
+    tag_counts(kg, tags)
     producer = {"step": "kg augment", "from_kg_nodes_version": version, "embedder": getattr(embed, "name", cfg.embedder),
                 "levels": cfg.taxonomy.levels, "prompts": cfg.prompts and Path(cfg.prompts).name,
                 "trending": cfg.trending and Path(cfg.trending).name}
@@ -202,27 +217,84 @@ def kg_augment(lake: Lake, cfg: KgAugmentConfig) -> StepSummary:
 
 
 def kg_weights(lake: Lake, cfg: WeightConfig, embed=None, *, augment: KgAugmentConfig | None = None) -> StepSummary:
-    """One `weights` row per pool item (samples without tags: weight 1).
+    """One `weights` row per pool item (samples without tags: weight 1), and the pool's tag
+    statistics (`tag_stats`) they came from.
 
     embed: the text embedder that maps tags no title or alias matches (`cfg.use_embeddings`);
     default: the one `kg.augment` configures (`augment.embed()`: hashing unless `embedder:
-    encoder`), so weights match tags the way the taxonomy grouped them."""
-    from graph.kg.weights import sample_weights
+    encoder`), so weights match tags the way the taxonomy grouped them.
+    cfg.mode 'incremental': recompute only what changed (`curation.steps.kg.incremental`);
+    the summary's `statistics` note says whether the run was incremental or full, and why."""
+    from graph.kg.bm25 import tag_occurrences
+    from graph.kg.tagstats import doc_terms
+    from graph.kg.weights import map_tag_nodes, weigh
 
     if cfg.use_embeddings and embed is None:
         embed = (augment or KgAugmentConfig()).embed()
     t0 = time.perf_counter()
     kg, version = load_graph(lake)
     ids, tags, tag_source = pool_tags(lake)
-    table = sample_weights(ids, pa.array(tags, pa.list_(pa.string())), kg, cfg, embed=embed,
-                           graph_version=f"kg_nodes v{version}")
-    producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer(), "tags_from": tag_source}
-    if cfg.use_embeddings:
-        producer["embedder"] = getattr(embed, "name", type(embed).__name__)
-    lake.write(WEIGHTS, table, mode="overwrite", producer=producer)
+    embedder = getattr(embed, "name", type(embed).__name__) if cfg.use_embeddings else None
+    producer = {"step": "kg weights", "kg_nodes_version": version, "params": cfg.producer(), "tags_from": tag_source,
+                "embedder": embedder}
+    graph_version = f"kg_nodes v{version}"
+    notes: dict = {"tags_from": tag_source}
+    refresh = None
+    if cfg.mode == "incremental":
+        from curation.steps.kg.incremental import plan_refresh, stored_statistics
+
+        stored = stored_statistics(lake, cfg, version, embedder)
+        if isinstance(stored, str):
+            reason = stored
+        else:
+            old, mean_raw, stored_rows = stored
+            refresh = plan_refresh(old, ids, doc_terms(tag_occurrences(tags)), stored_rows, cfg,
+                                   lambda terms: map_tag_nodes(kg, cfg, embed, terms))
+            reason = refresh if isinstance(refresh, str) else None
+            refresh = None if reason else refresh
+        if refresh is None:
+            notes["statistics"] = f"full: {reason}"
+    if refresh is not None:
+        rows = pa.array(refresh.rows)
+        weighed = weigh(ids.take(rows), tags.take(rows), kg, cfg, embed=embed,
+                        graph_version=graph_version, stats=refresh.stats, mean_raw=mean_raw)
+        table = weighed.table
+        schema = table.schema.append(pa.field("gone", pa.bool_()))
+        upsert = pa.concat_tables([
+            conform(table.append_column("gone", pa.array(np.zeros(table.num_rows, bool))), schema),
+            conform(pa.table({"id": refresh.removed, "gone": pa.array(np.ones(len(refresh.removed), bool))}), schema)])
+        if upsert.num_rows:  # else nothing changed: the stored weights and statistics stand
+            # statistics first: the weights commit names their version, so a kill in between
+            # leaves the stored weights consistent with the statistics they name
+            _store_statistics(lake, refresh.stats, mean_raw, "incremental", producer)
+            lake.transact(WEIGHTS, lambda snap: upsert, key="id", delete_column="gone",
+                          update_columns=[c for c in table.column_names if c != "id"], producer=producer)
+        c, sh = refresh.counts, refresh.shift
+        notes["statistics"] = (f"incremental: idf shift {100 * sh.mean:.2f}% (max {100 * sh.max:.1f}%, avgdl "
+                               f"{100 * sh.avgdl:.2f}%) within {100 * cfg.idf_tolerance:.2f}%; recomputed "
+                               f"{len(refresh.rows)} of {len(ids)} samples ({c['new']} new, {c['retagged']} retagged, "
+                               f"{c['shifted']} holding a tag whose idf moved more) and removed {c['removed']}")
+        notes["concepts"] = f"{len(refresh.stats.concept_counts())} concepts with tagged samples"
+    else:
+        weighed = weigh(ids, tags, kg, cfg, embed=embed, graph_version=graph_version)
+        table = weighed.table
+        _store_statistics(lake, weighed.stats, weighed.mean_raw, "full", producer)
+        lake.write(WEIGHTS, table, mode="overwrite", producer=producer)
+        notes.setdefault("statistics", "full")
+        notes["concepts"] = f"{len(weighed.stats.concept_counts())} concepts with tagged samples"
     w = table["weight"].to_numpy()
     matched = table["tags_matched"].to_numpy()
-    return StepSummary("kg weights", len(ids), table.num_rows, time.perf_counter() - t0, notes={
-        "tags_from": tag_source, "samples_with_matched_tags": int((matched > 0).sum()),
-        "weight": f"min {w.min():.3g}, median {np.median(w):.3g}, max {w.max():.3g}" if len(w) else "-",
+    notes.update({
+        "samples_with_matched_tags": int((matched > 0).sum()),
+        ("weight" if refresh is None else "weight (recomputed rows)"):
+            f"min {w.min():.3g}, median {np.median(w):.3g}, max {w.max():.3g}" if len(w) else "-",
     })
+    return StepSummary("kg weights", len(ids), table.num_rows, time.perf_counter() - t0, notes=notes)
+
+
+def _store_statistics(lake: Lake, stats, mean_raw: float, mode: str, producer: dict) -> None:
+    """Write `tag_stats` and name its version, totals and normaliser in the weights `producer`
+    (written before the weights, so the weights never name statistics that are not there)."""
+    version = lake.write(TAG_STATS, stats.to_table(), mode="overwrite",
+                         producer={"step": "kg weights", "mode": mode}).version
+    producer.update(mode=mode, tag_stats={**stats.totals(), "version": version, "mean_raw": mean_raw})

@@ -10,6 +10,7 @@ cluster's submission id (`ray job submit --submission-id nightly-<date>`) for ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -53,8 +54,8 @@ class NightLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and self._stale(holder):
-                    self.taken_over = holder
-                    self._remove()
+                    if self._take_over(holder):
+                        self.taken_over = holder
                     continue
                 if time.monotonic() >= deadline:
                     who = (f"run {holder.get('run_id')} (pid {holder.get('pid')} on {holder.get('host')}, since "
@@ -90,6 +91,29 @@ class NightLock:
                 return False  # alive, another user's
             return False
         return time.time() - float(holder.get("t", 0)) > self.stale_s
+
+    def _take_over(self, stale: dict) -> bool:
+        """Remove the stale lock `stale`, unless another process replaced it meanwhile.
+
+        Two processes may judge the same lock stale; the first removes it and takes a fresh
+        one, which the second must not delete. The lock is renamed aside (atomic: one of them
+        gets it) and checked; a fresh lock moved aside by mistake goes back, unless a third
+        process has taken the path in between (os.link never overwrites)."""
+        aside = f"{self.path}.stale-{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False  # another process removed it first
+        try:
+            with open(aside) as f:
+                moved = json.load(f)
+        except (OSError, ValueError):
+            moved = None
+        if moved != stale:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)
+        os.unlink(aside)
+        return moved == stale
 
     def _remove(self) -> None:
         try:

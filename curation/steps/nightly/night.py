@@ -18,6 +18,7 @@ lock is held.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -48,11 +49,21 @@ class NightlyConfig:
     lock_wait_s: how long a second run waits for the lake's lock before exiting 3, seconds.
     lock_stale_s: a lock whose owner cannot be checked (another host) is taken over after this
         age, seconds.
+    step_retries, retry_wait_s: a step that fails on storage (OSError, a lake read or commit
+        error: storage briefly unavailable) is run again up to `step_retries` times after
+        `retry_wait_s` seconds; every step is idempotent, so a retry ends where one clean run
+        would. Other errors fail the run at once.
+    retention_hours: what `curate vacuum LAKE --spec SPEC` keeps: files of versions replaced
+        less than this long ago, hours (versions a run, an export or the weights' statistics
+        reference are kept regardless). Vacuum is its own command, never part of a run.
     """
 
     run_id: str | None = None
     lock_wait_s: float = field(default=0.0, metadata={"min": 0.0})
     lock_stale_s: float = field(default=12 * 3600.0, metadata={"gt": 0.0})
+    step_retries: int = field(default=2, metadata={"min": 0})
+    retry_wait_s: float = field(default=30.0, metadata={"min": 0.0})
+    retention_hours: float = field(default=168.0, metadata={"min": 1.0})
 
 
 @dataclass
@@ -93,6 +104,57 @@ def _versions(lake: "Lake") -> dict[str, int]:
     return {t: lake.version(t) for t in lake.tables() if t != schemas.RUNS}
 
 
+def _transient(exc: BaseException) -> bool:
+    """Storage briefly unavailable: I/O errors other than a missing path or a refused permission
+    (those do not fix themselves), and the lake's read / commit errors."""
+    from curation.storage.errors import LakeError
+
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(exc, (OSError, LakeError))
+
+
+def _record(lake, run: dict, cfg: NightlyConfig) -> None:
+    """write_run, retried on storage errors like a step."""
+    for attempt in range(cfg.step_retries + 1):
+        try:
+            return write_run(lake, run)
+        except Exception as exc:
+            if not _transient(exc) or attempt == cfg.step_retries:
+                raise
+            time.sleep(cfg.retry_wait_s)
+
+
+def _attempt(entry, lake, spec, step, cfg: NightlyConfig, printer) -> tuple:
+    """(summary, storage errors retried past) of one step, retried on storage errors."""
+    retried: list[str] = []
+    while True:
+        try:
+            return entry(lake, spec, step), retried
+        except Exception as exc:
+            if not _transient(exc) or len(retried) >= cfg.step_retries:
+                raise
+            retried.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            printer(f"  {entry.name}: storage error ({retried[-1]}); retry {len(retried)} of {cfg.step_retries} "
+                    f"in {cfg.retry_wait_s:g}s")
+            time.sleep(cfg.retry_wait_s)
+
+
+# The notes a morning reader needs from each step (the full summaries are in each step's commit).
+REPORT_NOTES = ("skipped", "new_ids", "existing_ids_updated", "index", "new_embedded", "edges_added", "components_touched",
+                "items_redecided", "statistics")
+
+
+def _report(summary) -> list[str]:
+    """The step's report lines under its count line: key notes, then the decisions it changed
+    (the full id lists are kept in the run's `steps_json`)."""
+    out = [f"    {k}: {summary.notes[k]}" for k in REPORT_NOTES if k in summary.notes]
+    for kind, ids in summary.changes.items():
+        shown = ", ".join(i[:12] for i in ids[:5]) + (f", ... ({len(ids) - 5} more)" if len(ids) > 5 else "")
+        out.append(f"    {kind.replace('_', ' ')}: {len(ids)}: {shown}")
+    return out
+
+
 def nightly(spec: "JobSpec", run_id: str | None = None, printer: Callable[[str], None] = print,
             lake: "Lake | None" = None) -> Night:
     """Run (or resume, or skip) the night `run_id` of `spec`'s steps; see the module."""
@@ -104,6 +166,7 @@ def nightly(spec: "JobSpec", run_id: str | None = None, printer: Callable[[str],
     cfg: NightlyConfig = spec.nightly
     run_id = run_id or cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     entries = check_job(spec, lake=lake)  # exit 2 on any configuration problem, before anything runs
+    spec = _with_night_ids(spec, run_id)
     lake = lake if lake is not None else Lake(spec.lake)
     root = lake.root if isinstance(lake.fs, pafs.LocalFileSystem) else lake.uri
     try:
@@ -112,6 +175,20 @@ def nightly(spec: "JobSpec", run_id: str | None = None, printer: Callable[[str],
     except LockHeld as exc:
         printer(f"nightly {run_id}: {exc}")
         return Night(EXIT_LOCKED, {"run_id": run_id, "state": "locked"}, [str(exc)])
+
+
+def _with_night_ids(spec: "JobSpec", run_id: str) -> "JobSpec":
+    """The spec with the night's id as the run id of the steps that record one (hard-case
+    mining, review proposals) where the spec leaves it unset: their own default is the clock,
+    so a resumed night would mine or propose a second time; with the night's id a rerun of the
+    step finds its earlier result and adds nothing."""
+    night = f"nightly-{run_id}"
+    if spec.review.run_id is not None and spec.hardcases.run_id is not None:
+        return spec
+    spec = copy.deepcopy(spec)
+    spec.review.run_id = spec.review.run_id or night
+    spec.hardcases.run_id = spec.hardcases.run_id or night
+    return spec
 
 
 def _run(lake, spec, entries, run_id, printer, taken_over, init_ray) -> Night:
@@ -132,6 +209,7 @@ def _run(lake, spec, entries, run_id, printer, taken_over, init_ray) -> Night:
     write_run(lake, run)
     if any(e.needs_ray for k, e in zip(keys, entries) if k not in done):
         init_ray(spec.runtime)
+    cfg: NightlyConfig = spec.nightly
     versions = json.loads(run["versions_json"])
     for key, entry, step in zip(keys, entries, spec.steps):
         if key in done:
@@ -141,10 +219,15 @@ def _run(lake, spec, entries, run_id, printer, taken_over, init_ray) -> Night:
         before = _versions(lake)
         t0 = time.perf_counter()
         try:
-            summary = entry(lake, spec, step)
+            summary, retried = _attempt(entry, lake, spec, step, cfg, printer)
         except Exception as exc:  # noqa: BLE001 - the run records the failure and exits 1
-            run.update(state="failed", ended_at=_now(), error=f"{entry.name}: {type(exc).__name__}: {str(exc)[:500]}")
-            write_run(lake, run)
+            kind = "storage unavailable: " if _transient(exc) else ""
+            run.update(state="failed", ended_at=_now(),
+                       error=f"{entry.name}: {kind}{type(exc).__name__}: {str(exc)[:500]}")
+            try:
+                _record(lake, run, cfg)
+            except Exception as again:  # noqa: BLE001 - the storage is gone: say so, the rerun resumes anyway
+                printer(f"  (could not record the failure in `runs`: {type(again).__name__}: {again})")
             lines.append(f"  {entry.name}: FAILED: {run['error']}")
             lines.append(f"nightly {run_id}: failed; rerun the same command to resume from {entry.name}")
             for line in lines[-2:]:
@@ -154,16 +237,18 @@ def _run(lake, spec, entries, run_id, printer, taken_over, init_ray) -> Night:
         versions.update(wrote)
         done[key] = {"key": key, "step": entry.name, "done": True, "seconds": round(time.perf_counter() - t0, 2),
                      "rows_in": summary.rows_in, "rows_out": summary.rows_out, "errors": sum(summary.errors.values()),
-                     "versions": wrote}
+                     "versions": wrote, "changes": summary.changes}
         run.update(steps_json=json.dumps(list(done.values())), versions_json=json.dumps(versions))
-        write_run(lake, run)  # committed per step: a kill after this point resumes after this step
+        _record(lake, run, cfg)  # committed per step: a kill after this point resumes after this step
         line = (f"  {entry.name}: {summary.rows_in} in -> {summary.rows_out} out in {summary.seconds:.1f}s"
+                + (f" (after {len(retried)} storage error(s): {retried[-1]})" if retried else "")
                 + (f", errors {sum(summary.errors.values())}" if summary.errors else "")
                 + (f", wrote {', '.join(f'{t} v{v}' for t, v in sorted(wrote.items()))}" if wrote else ", no change"))
-        lines.append(line)
-        printer(line)
+        for line in [line, *_report(summary)]:
+            lines.append(line)
+            printer(line)
     run.update(state="finished", ended_at=_now())
-    write_run(lake, run)
+    _record(lake, run, cfg)
     lines.append(f"nightly {run_id}: finished ({len(keys)} steps, {len(versions)} tables written)")
     printer(lines[-1])
     return Night(EXIT_OK, run, lines)

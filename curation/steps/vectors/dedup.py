@@ -25,14 +25,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.storage import schemas
-from curation.storage.schemas import DEDUP, graph_edges_table
+from curation.storage.schemas import DEDUP, embeddings_table, graph_edges_table
 from curation.storage.lake import Lake
 from curation.steps.export.neardup import NearDupConfig, choose_keepers, near_duplicate_labels
 from operators.nearhash import HASH_COLUMNS
 from curation.steps.summary import StepSummary
 from curation.steps.vectors.embeddings import read_embeddings, resolve_encoder
+from curation.steps.vectors.index_store import save_stored
 from graph.communities import communities_by_component, connected_components
-from graph.knn import KnnResult, knn_graph, validate_vectors
+from graph.knn import KnnResult, knn_graph, knn_graph_and_index, validate_vectors
 from graph.proximity import edges_table, proximity_edges, saturation_rate
 
 
@@ -90,6 +91,10 @@ class DedupConfig:
         if self.k < 1 or self.shards < 1:
             raise ValueError("k and shards must be >= 1")
 
+    def knn_setting(self) -> dict[str, Any]:
+        """What a saved k-NN index must have been built with to be reused (`index_store`)."""
+        return {"backend": self.backend, "params": dict(self.knn_params)}
+
 
 @dataclass
 class DedupResult:
@@ -145,32 +150,38 @@ def _apply_chunk(fn: Callable, items: list) -> list:
     return [fn(x) for x in items]
 
 
-def _quality_table(lake: Lake) -> pa.Table:
-    """id + every profile and score column (for keep_by and pHash), one row per pool id."""
+def _quality_table(lake: Lake, ids: pa.Array | None = None) -> pa.Table:
+    """id + every profile and score column (for keep_by and pHash), one row per pool id (per
+    pool id in `ids` when given)."""
     from curation.steps.export.export import StageConfig, evaluate
     from curation.steps.export.rules import RulesConfig
 
     neutral = StageConfig(rules=RulesConfig(drop_errors=False), neardup=NearDupConfig(enabled=False),
                           apply_dedup=False, apply_removals=False)
-    table = evaluate(lake, neutral).table
+    table = evaluate(lake, neutral, ids=ids).table
     return table.drop_columns([c for c in ("keep", "reason", "dup_group") if c in table.column_names])
 
 
 def dedup(lake: Lake, cfg: DedupConfig, *, map_fn: Callable[[Callable, Iterable], Iterable] | None = None) -> StepSummary:
     """Run the workflow over the lake; write `dedup` (overwrite) and `graph_edges/<encoder>`.
-    map_fn: how Leiden fans out over components (default: Ray tasks, `ray_map`)."""
+    map_fn: how Leiden fans out over components (default: Ray tasks, `ray_map`; the
+        incremental mode keeps a small dirty subgraph in this process)."""
     if cfg.mode == "incremental" and lake.exists(DEDUP):
-        return _incremental(lake, cfg, map_fn or ray_map)
+        return _incremental(lake, cfg, map_fn)  # None: Ray only for a large dirty subgraph
     t0 = time.perf_counter()
     name = resolve_encoder(lake, cfg.encoder, setting="dedup.encoder")
-    emb_ids, vectors = read_embeddings(lake, name, dtype=np.float32)
+    emb_version = lake.version(embeddings_table(name))
+    emb_ids, vectors = read_embeddings(lake, name, version=emb_version, dtype=np.float32)
     ids = emb_ids.to_numpy(zero_copy_only=False)
-    knn = None
+    knn = index = None
     if cfg.shards > 1 and len(ids) > 1:
         from curation.steps.vectors.sharded import sharded_knn_graph
 
         knn = sharded_knn_graph(validate_vectors(vectors), min(cfg.k, len(ids) - 1), cfg.shards,
                                 backend=cfg.backend, **cfg.knn_params)
+    elif len(ids):  # the index is kept: saved for the incremental runs
+        knn, index = knn_graph_and_index(vectors, min(cfg.k, max(len(ids) - 1, 1)), backend=cfg.backend,
+                                         **cfg.knn_params)
     result = semantic_groups(vectors, cfg, knn=knn, map_fn=map_fn or ray_map) if len(ids) else None
     quality = _quality_table(lake)
     table = decide(quality, ids, result, cfg)
@@ -182,10 +193,12 @@ def dedup(lake: Lake, cfg: DedupConfig, *, map_fn: Callable[[Callable, Iterable]
                 "levels": cfg.levels, "backend": cfg.backend, "leiden_backend": cfg.leiden_backend}
     lake.write(graph_edges_table(name), edges, mode="overwrite", producer=producer)
     lake.write(DEDUP, table, mode="overwrite", producer=producer)
+    index_note = "not saved (sharded k-NN)" if index is None else (
+        save_stored(lake, name, index, emb_ids, emb_version, cfg.knn_setting(), "dedup") or "saved for incremental runs")
     removed = int(table.num_rows - pc.sum(table["keep"]).as_py()) if table.num_rows else 0
     kinds = table.filter(pc.invert(table["keep"]))["dup_kind"].value_counts().to_pylist() if removed else []
     return StepSummary("dedup", table.num_rows, table.num_rows - removed, time.perf_counter() - t0, notes={
-        "encoder": name, "embedded": len(ids), "edges": edges.num_rows,
+        "encoder": name, "embedded": len(ids), "edges": edges.num_rows, "index": index_note,
         "saturation_rate": round(result.saturation, 4) if result else 0.0,
         "removed_by_kind": {k["values"]: k["counts"] for k in kinds},
         "groups_with_duplicates": int(pc.sum(pc.greater(table["group_size"], 1)).as_py() or 0) if table.num_rows else 0,
@@ -208,6 +221,24 @@ def hash_labels(quality: pa.Table, cfg: DedupConfig) -> np.ndarray | None:
                              window_distance=window,
                              window_strict_distance=min(NearDupConfig().window_strict_distance, window))
     return near_duplicate_labels(quality.select(signals), decision)
+
+
+def hash_table(lake: Lake, cfg: DedupConfig) -> pa.Table:
+    """id (every pool id, sorted) + the profile columns `hash_labels` reads: what
+    `_quality_table` holds of them, without joining every other table."""
+    ids = lake.read("pool", columns=["id"]).sort_by("id")
+    wanted = (["phash"] if cfg.phash_max_distance is not None else []) + \
+        (list(HASH_COLUMNS) if cfg.window_distance is not None else [])
+    if not wanted or not lake.exists("profiles"):
+        return ids
+    have = [c for c in wanted if c in lake.dataset("profiles").schema.names]
+    if not have:
+        return ids
+    profiles = lake.read("profiles", columns=["id", *have])
+    at = pc.index_in(ids["id"], value_set=profiles["id"])
+    for c in have:
+        ids = ids.append_column(profiles.schema.field(c), profiles[c].take(at))
+    return ids
 
 
 def decide(quality: pa.Table, emb_ids: np.ndarray, result: DedupResult | None, cfg: DedupConfig) -> pa.Table:
@@ -274,9 +305,8 @@ def _incremental(lake: Lake, cfg: DedupConfig, map_fn) -> StepSummary:
     changed = report.get("changed_keep", {})
     notes = {k: v for k, v in report.items() if k not in ("changed_keep", "seconds")}
     notes["mode"] = "incremental"
-    notes["kept_to_duplicate"] = len(changed.get("kept_to_duplicate", []))
-    notes["duplicate_to_kept"] = len(changed.get("duplicate_to_kept", []))
     if changed.get("kept_to_duplicate"):
-        notes["kept_to_duplicate_examples"] = changed["kept_to_duplicate"][:10]
+        notes["kept_to_duplicate_examples"] = changed["kept_to_duplicate"][:5]
     return StepSummary("dedup", rows_in=report.get("new_items", 0), rows_out=report.get("rows_written", 0),
-                       seconds=report.get("seconds", 0.0), notes=notes)
+                       seconds=report.get("seconds", 0.0), notes=notes,
+                       changes={k: v for k, v in changed.items() if v})
