@@ -38,7 +38,8 @@ from PIL import Image  # noqa: E402
 from curation.demo.videos import write_video  # noqa: E402
 from curation.steps.pairs.config import VideoConfig  # noqa: E402
 from curation.steps.pairs.video import frame_pairs, read_video  # noqa: E402
-from operators.models.encoders import Encoder, EncoderConfig, load_encoder  # noqa: E402
+from operators.models.base import Encoder  # noqa: E402
+from operators.models.encoders import EncoderConfig, load_encoder  # noqa: E402
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg")

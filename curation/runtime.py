@@ -18,18 +18,41 @@ class RuntimeConfig:
     """How to reach Ray.
 
     address: None = start an embedded local instance (or reuse one already running in this
-        process); "auto" or "ray://host:10001" = connect to a cluster. RAY_ADDRESS in the
-        environment is used when this is None.
+        process), even where `ray start` left its address in /tmp/ray (Ray's own default
+        would attach to that cluster, or fail on a stale address); "auto" or
+        "ray://host:10001" = connect to a cluster. RAY_ADDRESS in the environment is used
+        when this is None.
     num_cpus: CPUs for an embedded instance; None = all of the machine's.
     object_store_memory: bytes for an embedded instance's object store; None = Ray's default.
     dashboard: start the dashboard (and with it the job server that `ray job submit` talks
-        to) with an embedded instance; off by default because it costs seconds and memory.
+        to) with an embedded instance; off by default because it costs seconds and memory,
+        and no step needs it.
+    start_attempts: how many times to start an embedded instance whose node did not register
+        within Ray's fixed 30 s start-up wait ("The current node timed out during startup", a
+        busy machine); each failed attempt's processes are stopped before the next.
     """
 
     address: str | None = None
     num_cpus: int | None = field(default=None, metadata={"min": 1})
     object_store_memory: int | None = field(default=None, metadata={"min": 1})
     dashboard: bool = False
+    start_attempts: int = field(default=3, metadata={"min": 1})
+
+
+class RayStartError(RuntimeError):
+    """An embedded Ray instance did not start within `RuntimeConfig.start_attempts` tries."""
+
+
+# Ray waits a hard-coded 30 s for a new node's raylet to register with the GCS
+# (ray/_private/node.py); on a loaded machine that wait runs out while nothing is wrong.
+_STARTUP_TIMEOUT = "timed out during startup"
+
+# Waits of Ray's C++ side that a busy machine outruns although nothing is wrong: the raylet shuts
+# itself down when its agents have not registered within 30 s, and kills a new worker process
+# that has not registered within 60 s. Set (unless already set) for an embedded instance, whose
+# processes inherit this environment; a cluster keeps its own settings (`ray start` reads the
+# same variables).
+BUSY_MACHINE_ENV = {"RAY_agent_register_timeout_ms": "300000", "RAY_worker_register_timeout_seconds": "300"}
 
 
 def init_ray(cfg: RuntimeConfig | None = None) -> dict:
@@ -51,11 +74,70 @@ def init_ray(cfg: RuntimeConfig | None = None) -> dict:
         context = ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        context = ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
-                           include_dashboard=cfg.dashboard, **kwargs)
+        for name, value in BUSY_MACHINE_ENV.items():
+            os.environ.setdefault(name, value)
+        context = _start_embedded(ray, cfg, kwargs)
     _dashboard_url = context.dashboard_url or None
     _quiet_ray_data()
     return _describe(ray)
+
+
+def _start_embedded(ray, cfg: RuntimeConfig, kwargs: dict):
+    """`ray.init` of a local instance, retried on exactly Ray's start-up timeout."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return ray.init(address="local", num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
+                            include_dashboard=cfg.dashboard, **kwargs)
+        except Exception as exc:  # Ray raises a bare Exception for this one; anything else propagates
+            if _STARTUP_TIMEOUT not in str(exc):
+                raise
+            stopped = _stop_half_started(exc)
+            ray.shutdown()
+            if attempt >= cfg.start_attempts:
+                raise RayStartError(
+                    f"Ray could not start: its node did not register within Ray's 30 s start-up wait, "
+                    f"{attempt} time(s) (is the machine overloaded? `uptime` says); try again later, raise "
+                    "runtime.start_attempts, or start Ray yourself (`ray start --head`) and pass its address") from None
+            log.warning("Ray's node did not register within Ray's 30 s start-up wait (attempt %d of %d, a busy "
+                        "machine?); stopped %d half-started Ray process(es), starting again",
+                        attempt, cfg.start_attempts, stopped)
+
+
+def _stop_half_started(exc: BaseException) -> int:
+    """Stop the processes a failed `ray.init` left running (its GCS, raylet, log monitor, and
+    the agents the raylet started); returns how many were stopped.
+
+    Ray raises from inside the constructor of its `Node`, so nothing outside holds that node and
+    `ray.shutdown()` cannot reach it; the node object is still in the traceback's frames. Its
+    raylet's agents are the raylet's children, which a killed raylet would leave running."""
+    import psutil
+    from ray._private.node import Node
+
+    tb = exc.__traceback__
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get("self")
+        if isinstance(node, Node):
+            break
+        tb = tb.tb_next
+    else:
+        return 0
+    started = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    children = []
+    for pid in started:
+        try:
+            children += psutil.Process(pid).children(recursive=True)
+        except psutil.Error:  # already gone
+            continue
+    node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:  # exited with its parent
+            continue
+    psutil.wait_procs(children, timeout=30)
+    return len(started) + len(children)
 
 
 def _quiet_ray_data() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +42,8 @@ def ray_session():
 
     from curation.runtime import RuntimeConfig, init_ray
 
-    # With the dashboard, so test_cluster can submit a job to this session as `ray job submit` would.
-    init_ray(RuntimeConfig(num_cpus=2, object_store_memory=300 * 1024 * 1024, dashboard=True))
+    # Without the dashboard, as `curate` starts Ray: test_cluster starts its own instance with one.
+    init_ray(RuntimeConfig(num_cpus=2, object_store_memory=300 * 1024 * 1024))
     yield ray
     ray.shutdown()
 
@@ -70,30 +72,45 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
-def demo_corpus(tmp_path_factory):
-    """The demo corpus (generated once per run, read-only for tests)."""
-    from curation.demo import make_demo_corpus
-
-    return make_demo_corpus(tmp_path_factory.mktemp("demo") / "corpus", n_images=40, seed=0)
+def demo_workdir(tmp_path_factory):
+    """Where the session's demo lives (`curate demo --workdir`)."""
+    return tmp_path_factory.mktemp("demo-run")
 
 
 @pytest.fixture(scope="session")
-def demo_lake(ray_session, demo_corpus, tmp_path_factory):
-    """A lake after `ingest -> profile -> export lowres` of the demo corpus, via the packaged
-    demo spec (shared by the export, CLI and notebook tests; treat as read-only)."""
-    from curation.steps.run import run_job
-    from curation.config.spec import load_spec, packaged_spec_path
+def demo_corpus(demo_workdir):
+    """The demo corpus, 40 images (generated once per run, read-only for tests)."""
+    from curation.demo import make_demo_corpus
 
-    from curation.demo.edits import write_pair_inputs
-    from curation.demo.failures import write_failure_prompts
-    from curation.demo.wiki import write_demo_wiki
+    return make_demo_corpus(demo_workdir / "corpus", n_images=40, seed=0)
 
-    workdir = tmp_path_factory.mktemp("demo-run")
-    write_demo_wiki(workdir / "wiki")
-    write_pair_inputs(workdir)
-    write_failure_prompts(workdir / "failures.jsonl")
-    os.environ["CURATE_DEMO_DIR"] = str(workdir)
-    spec = load_spec(packaged_spec_path("demo.yaml"))
-    spec.steps[0].source = str(demo_corpus.root)
-    summaries = run_job(spec, printer=lambda s: None)
-    return {"lake": spec.lake, "workdir": workdir, "summaries": summaries, "spec": spec}
+
+@pytest.fixture(scope="session")
+def demo_lake(ray_session, demo_corpus, demo_workdir):
+    """The demo's lake after `jobs/demo.yaml` (`curate demo` up to its review round) on the
+    demo corpus; shared by the export, CLI, notebook and other tests: treat as read-only."""
+    from curation.demo.run import Demo
+
+    lines: list[str] = []
+    demo = Demo(str(demo_workdir), images=40, printer=lines.append)
+    spec = demo.prepare()  # reuses the corpus
+    summaries = demo.job()
+    return {"lake": spec.lake, "workdir": demo_workdir, "summaries": summaries, "spec": spec, "lines": lines}
+
+
+@pytest.fixture(scope="session")
+def demo_output(demo_lake, tmp_path_factory):
+    """Everything `curate demo` prints: the shared demo's job, then its review round and second
+    night on a copy of its workdir (the corpus stays where it is), so `demo_lake` is unchanged."""
+    from curation.demo.run import Demo
+
+    copy = tmp_path_factory.mktemp("demo-copy") / "workdir"
+    shutil.copytree(demo_lake["workdir"], copy, ignore=lambda d, names: ["corpus"] if Path(d) == demo_lake["workdir"] else [])
+    lines = list(demo_lake["lines"])
+    demo = Demo(str(copy), images=40, printer=lines.append)
+    try:
+        demo.review_round()
+        demo.second_night()
+    finally:
+        os.environ["CURATE_DEMO_DIR"] = str(demo_lake["workdir"])  # the shared demo's paths again
+    return "\n".join(lines)

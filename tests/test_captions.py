@@ -47,7 +47,7 @@ def test_prompt_is_ocr_first_and_keeps_strings_verbatim():
 
 @pytest.fixture(scope="module")
 def caption_lake(ray_session, tmp_path_factory):
-    """A pool of 9 images whose captions steer the stub server, plus one corrupt file."""
+    """A pool of 7 images whose captions steer the stub server, plus one corrupt file."""
     from curation.steps.ingest.pool import IngestConfig, ingest
 
     root = tmp_path_factory.mktemp("cap")
@@ -55,7 +55,7 @@ def caption_lake(ray_session, tmp_path_factory):
     src.mkdir()
     rng = np.random.default_rng(0)
     markers = ["plain one", "plain two", "[[malformed]]", "[[badschema]]", "[[429]] then fine", "[[500]]",
-               "[[400]]", "[[timeout]]"]
+               "[[400]]"]
     for i, text in enumerate(markers):
         save_image(photo_like(rng, 96 + i, 80), src / f"{i}.jpg")
         (src / f"{i}.txt").write_text(text)
@@ -66,9 +66,9 @@ def caption_lake(ray_session, tmp_path_factory):
 
 
 def _run(lake, url, **changes):
-    # 3 s: a request of a busy 2-core machine starting Ray actors may wait over a second for the
-    # stub's thread, which made the 429 item's first attempt time out now and then
-    overrides = {"caption.http.url": url, "caption.http.timeout_s": 3.0, "caption.http.retries": 1,
+    # a generous timeout: on a busy machine a local answer can take seconds (a 1 s timeout made
+    # the 429 item's first attempt time out now and then); the timeout itself has its own test
+    overrides = {"caption.http.url": url, "caption.http.timeout_s": 60.0, "caption.http.retries": 1,
                  "caption.http.backoff_s": 0.0, "caption.http.batch_size": 4, **changes}
     return run_step(lake, "caption", overrides=overrides)
 
@@ -77,18 +77,17 @@ def test_caption_step_rows_errors_and_increments(caption_lake, monkeypatch):
     pool = caption_lake.read("pool", columns=["id", "caption"])
     plain = pool.filter(pc.equal(pool["caption"], "plain one"))["id"][0].as_py()
     monkeypatch.setattr(caption_module, "ocr_strings", lambda lake: {plain: ["OPEN 24h", "松鼠鳜鱼"]})
-    with VlmStub(hang_s=8.0) as stub:
+    with VlmStub() as stub:
         summary = _run(caption_lake, stub.url)
         table = caption_lake.read(schemas.CAPTIONS)
-        assert table.num_rows == pool.num_rows == 9  # one row per pool item, failures included
+        assert table.num_rows == pool.num_rows == 8  # one row per pool item, failures included
         by_caption = dict(zip(pool["id"].to_pylist(), pool["caption"].to_pylist()))
         rows = {by_caption[r["id"]]: r for r in table.to_pylist()}
         assert rows["plain one"]["error"] is None and '"OPEN 24h"' in rows["plain one"]["long"]
         assert rows["[[429]] then fine"]["error"] is None  # retried after Retry-After
         expected = {"[[malformed]]": "invalid answer: answer is not JSON",
                     "[[badschema]]": "invalid answer: answer misses 'long'",
-                    "[[500]]": "HTTP 500", "[[400]]": "HTTP 400: image too large",
-                    "[[timeout]]": "no answer within 3 s (after 2 attempts)"}
+                    "[[500]]": "HTTP 500", "[[400]]": "HTTP 400: image too large"}
         for key, message in expected.items():
             assert message in rows[key]["error"], (key, rows[key]["error"])
         broken = [r for r in table.to_pylist() if r["id"] not in by_caption or by_caption[r["id"]] is None]
@@ -100,7 +99,22 @@ def test_caption_step_rows_errors_and_increments(caption_lake, monkeypatch):
         again = _run(caption_lake, stub.url)  # up to date: nothing sent
         assert again.rows_in == 0 and stub.requests == requests
         zh = _run(caption_lake, stub.url, **{"caption.language": "zh"})  # a new producer redoes all
-        assert zh.rows_in == 9 and set(caption_lake.read(schemas.CAPTIONS)["language"].to_pylist()) == {"zh"}
+        assert zh.rows_in == 8 and set(caption_lake.read(schemas.CAPTIONS)["language"].to_pylist()) == {"zh"}
+
+
+def test_an_unanswered_request_times_out_into_its_row(ray_session, tmp_path):
+    # its own lake: with a short timeout only a request the server never answers is in flight
+    from curation.steps.ingest.pool import IngestConfig, ingest
+
+    save_image(photo_like(np.random.default_rng(1), 90, 70), tmp_path / "imgs" / "0.jpg")
+    (tmp_path / "imgs" / "0.txt").write_text("[[timeout]]")
+    lake = Lake(str(tmp_path / "lake"))
+    ingest(lake, IngestConfig(source=str(tmp_path / "imgs")))
+    with VlmStub() as stub:
+        summary = _run(lake, stub.url, **{"caption.http.timeout_s": 1.0})
+        (row,) = lake.read(schemas.CAPTIONS).to_pylist()
+        assert "no answer within 1 s (after 2 attempts)" in row["error"] and summary.rows_out == 0
+        assert stub.requests == 2
 
 
 def test_caption_command_fails_fast_without_a_server(tmp_path, capsys):
@@ -124,7 +138,7 @@ def test_difference_captions_for_pairs(caption_lake):
     pairs = pa.table({"pair_id": ["p1", "p2", "p3"], "source_uri": [u[0], u[0], "/nowhere.jpg"],
                       "target_uri": [u[1], u[1], u[1]], "target_ocr": [["SALE 50%"], None, None]})
     with VlmStub() as stub:
-        cfg = CaptionConfig(http=HttpBackend(url=stub.url, timeout_s=2, retries=0))
+        cfg = CaptionConfig(http=HttpBackend(url=stub.url, timeout_s=60, retries=0))
         out = {r["pair_id"]: r for r in difference_captions(pairs, cfg).to_pylist()}
     assert out["p1"]["error"] is None and out["p1"]["instruction"] == 'Change the colours and write "SALE 50%".'
     assert json.loads(out["p1"]["differences_json"])[0]["type"] == "recolor"

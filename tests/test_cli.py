@@ -62,15 +62,30 @@ steps:
     assert "source not found" in capsys.readouterr().err
 
 
-def test_demo_command(ray_session, tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path / "d"), "--images", "40"]) == 0
-    out = capsys.readouterr().out
+def test_demo_command_runs_the_demo(monkeypatch, tmp_path):
+    from curation.demo import run as demo_run
+
+    made = []
+
+    class Recorder(demo_run.Demo):
+        def run(self):
+            made.append((self.workdir, self.images, self.overrides))
+
+    monkeypatch.setattr(demo_run, "Demo", Recorder)
+    assert main(["demo", "--workdir", str(tmp_path / "d"), "--images", "7", "--num-cpus", "1"]) == 0
+    assert made == [(str(tmp_path / "d"), 7, {"runtime.num_cpus": 1})]
+
+
+def test_demo_prints_every_phase(demo_output, demo_lake):
+    # the session's demo (tests/conftest.py): the job, its review round and the second night
+    out = demo_output
     assert "[ingest]" in out and "[profile]" in out and "[score]" in out and "[export]" in out
     assert "random weights (scores are meaningless)" in out
-    manifest = tmp_path / "d" / "export" / "lowres" / "manifest.parquet"
+    manifest = demo_lake["workdir"] / "export" / "lowres" / "manifest.parquet"
     assert f"manifest: {manifest}" in out and pq.read_table(manifest).num_rows > 0
     assert "stage lowres:" in out and "concepts [weight]" in out and "stage sft:" in out  # each stage's balance line
     assert "[ocr]" in out and "images with text, scripts {" in out and "images/s" in out  # the planted signs read
+    assert "review: simulated reviewer answered" in out and "lowres after review:" in out
     # the second night: copies merge into existing items, the larger re-encodes take over their groups
     assert "nightly demo-night-2: finished" in out and "existing_ids_updated: 3" in out
     assert "kept to duplicate: 2:" in out and "2 kept items now duplicates of a larger copy (planted 2)" in out

@@ -4,7 +4,6 @@ file / line / key, before Ray starts and before anything is created on disk."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from curation.cli.main import main
 from curation.config.spec import load_spec
 from curation.config.typed import ConfigError
+from procs import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,8 +287,8 @@ def test_unreachable_object_store_lake():
     env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "x",
            "AWS_SECRET_ACCESS_KEY": "x", "CURATE_REMOTE_TIMEOUT": "60"}
     uri = "s3://bucket/lake?endpoint_override=127.0.0.1:9&scheme=http"
-    proc = subprocess.run([sys.executable, "-m", "curation.cli.main", "status", uri], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = run([sys.executable, "-m", "curation.cli.main", "status", uri], what="curate status on an unreachable s3 lake",
+               cwd=ROOT, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"curate status: error: lake: {uri}: cannot use it") and "Traceback" not in proc.stderr
 
@@ -307,7 +307,7 @@ def test_bad_input_never_imports_ray_or_creates_the_lake(tmp_path):
                                    ["export", {str(lake)!r}, "--stage", "../x"])]
         print(codes, "ray" in sys.modules)
         """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run([sys.executable, "-c", code], what="bad inputs in a fresh process", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2] False"
     assert not lake.exists()

@@ -5,7 +5,6 @@ import csv
 import hashlib
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,7 +13,9 @@ from curation.steps.ingest.download import DownloadConfig, download, download_ba
 from curation.storage import io
 from curation.storage.shards import ShardWriter, shard_dir, sniff_extension
 
-SLOW_S = 1.5
+# A local answer may be slow on a busy machine: every client timeout here is generous, except the
+# one test of the timeout itself, whose request the server never answers until released.
+GATE = 4  # /gate/<i>: answered only once GATE requests are in flight together
 
 
 class _State:
@@ -23,11 +24,20 @@ class _State:
         self.lock = threading.Lock()
         self.hits: dict[str, int] = {}
         self.appeared = False  # /appears: 404 until a test sets this
+        self.release = threading.Event()  # /hang: no answer until a test sets this
+        self.gate = threading.Barrier(GATE, timeout=120)
+        self.in_flight = self.max_in_flight = 0
 
     def hit(self, path: str) -> int:
         with self.lock:
             self.hits[path] = self.hits.get(path, 0) + 1
             return self.hits[path]
+
+    def gated(self, delta: int) -> None:
+        """Count /gate requests in flight (delta +1 on arrival, -1 when answered)."""
+        with self.lock:
+            self.in_flight += delta
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
 
 def _handler(state: _State):
@@ -47,8 +57,9 @@ def _handler(state: _State):
                 pass
 
         def do_GET(self):  # noqa: N802 (http.server's name)
-            path = self.path.split("?", 1)[0]
-            n = state.hit(self.path)
+            self._answer(self.path.split("?", 1)[0], state.hit(self.path))
+
+        def _answer(self, path: str, n: int) -> None:
             if path.startswith("/img/"):
                 i = int(path.rsplit("/", 1)[1].split(".")[0])
                 self._send(200, state.images[i], {"Content-Type": "image/jpeg"})
@@ -66,9 +77,19 @@ def _handler(state: _State):
                     self._send(200, state.images[1], {"Content-Type": "image/jpeg"})
             elif path == "/unavailable":
                 self._send(503, b"down", {"Retry-After": "0"})
-            elif path == "/slow":
-                time.sleep(SLOW_S)
+            elif path == "/hang":
+                state.release.wait(timeout=600)
                 self._send(200, state.images[0])
+            elif path.startswith("/gate/"):
+                state.gated(+1)
+                try:
+                    state.gate.wait()
+                except threading.BrokenBarrierError:
+                    self._send(500, b"fewer requests in flight together than the gate needs")
+                    return
+                finally:
+                    state.gated(-1)
+                self._send(200, state.images[int(path.rsplit("/", 1)[1]) % 3], {"Content-Type": "image/jpeg"})
             elif path == "/redirect":
                 self._send(302, b"", {"Location": "/img/1.jpg"})
             elif path == "/loop":
@@ -113,12 +134,13 @@ def server(images):
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield base, state
+    state.release.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
 
 
-FAST = DownloadConfig(concurrency=4, timeout_s=0.5, retries=2, backoff_s=0.01, max_retry_after_s=0.05,
+FAST = DownloadConfig(concurrency=GATE, timeout_s=60, retries=2, backoff_s=0.01, max_retry_after_s=0.05,
                       max_bytes=40_000, max_redirects=3)
 
 
@@ -170,10 +192,9 @@ def test_persistent_503_fails_after_all_attempts(server):
 
 def test_timeout_fails_the_row_without_retry(server):
     base, state = server
-    t0 = time.monotonic()
-    res = download(f"{base}/slow?t", FAST, sleep=lambda s: None)
-    assert time.monotonic() - t0 < SLOW_S
+    res = download(f"{base}/hang?t", DownloadConfig(**{**FAST.__dict__, "timeout_s": 0.5}), sleep=lambda s: None)
     assert res.status == "failed" and "timed out" in res.error_message and res.attempts == 1
+    assert state.hits["/hang?t"] == 1
 
 
 def test_redirects_followed_and_bounded(server, images):
@@ -215,14 +236,16 @@ def test_connection_refused_and_bad_urls_are_rows(server):
 
 
 def test_batch_keeps_order_and_bounds_concurrency(server, images):
-    base, _ = server
-    urls = [f"{base}/img/{i % 3}.jpg" for i in range(9)] + [f"{base}/missing?b", f"{base}/text"]
-    t0 = time.monotonic()
+    base, state = server
+    # the gate answers only when `concurrency` requests are in flight together: the batch must
+    # run that many at once (it would hang on a serial client), and never more
+    urls = [f"{base}/gate/{i}" for i in range(2 * GATE)] + [f"{base}/missing?b", f"{base}/text"]
+    state.max_in_flight = 0
     out = download_batch(urls, FAST)
     assert [r.url for r in out] == urls
-    assert [r.data for r in out[:9]] == [images[i % 3] for i in range(9)]
-    assert out[9].status == "failed" and out[10].status == "success" and out[10].data == b"hello"
-    assert time.monotonic() - t0 < 5
+    assert [r.data for r in out[:2 * GATE]] == [images[i % 3] for i in range(2 * GATE)]
+    assert out[-2].status == "failed" and out[-1].status == "success" and out[-1].data == b"hello"
+    assert state.max_in_flight == GATE
     assert download_batch([], FAST) == []
 
 
@@ -263,7 +286,7 @@ def test_url_table_ingest_profile_and_rerun(ray_session, server, images, tmp_pat
             w.writerow([url, caption, "cc-by"])
     lake = Lake(str(tmp_path / "lake"))
     cfg = IngestConfig(source=str(table), name="web", batch_size=3,
-                       download=DownloadConfig(concurrency=4, timeout_s=5, retries=2, backoff_s=0.01))
+                       download=DownloadConfig(concurrency=4, timeout_s=60, retries=2, backoff_s=0.01))
     s1 = ingest(lake, cfg)
     pool = lake.read("pool").to_pylist()
     by_url = {json.loads(r["extra_json"])["url"]: r for r in pool}

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,8 @@ import pyarrow as pa
 import pytest
 
 from curation.storage.lake import Lake
+from procs import communicate, run_curate, start_curate
 
-REPO = Path(__file__).resolve().parents[1]
 KEYS = {"graph_edges": ["src_id", "dst_id"]}
 VOLATILE = {"ingest_batch"}  # a per-run stamp (time + random suffix)
 
@@ -51,25 +49,6 @@ stages:
   s: {{rules: {{min_side: 64}}, buckets: {{resolution: 256, step: 32}}}}
 steps:
 """
-
-
-def _env(fault: str | None) -> dict:
-    env = dict(os.environ, CURATE_PROGRESS="0", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
-               PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
-    if fault:
-        env["CURATE_FAULT"] = fault
-    return env
-
-
-def _curate(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curation.cli.main", *args, "--num-cpus", "2"],
-                          env=_env(fault), capture_output=True, text=True, timeout=300)
-
-
-def _start(*args: str, fault: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "curation.cli.main", *args, "--num-cpus", "2"],
-                            env=_env(fault), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _write_spec(path: Path, lake: Path, source: Path, out: Path, steps: list[str]) -> Path:
@@ -142,8 +121,9 @@ def assert_same_lake(got: Lake, want: Lake) -> None:
 @pytest.mark.parametrize("step,fault", [
     ("ingest", "before_commit:pool=kill"),              # hashed, not committed
     ("profile", "before_commit:profiles=kill"),         # Ray wrote the files, no commit
-    ("score", "after_commit:embeddings/*=kill"),        # embeddings committed, scores not
-    ("score", "before_commit:scores=kill"),             # scores files written, not committed
+    # embeddings committed, scores written but not committed (later than after_commit:embeddings,
+    # whose rerun takes the same path: the keyed embeddings append finds its rows there)
+    ("score", "before_commit:scores=kill"),
     ("dedup", "after_commit:graph_edges/*=kill"),       # graph committed, decisions not
     ("export", "after_commit:manifests/*=kill"),        # Delta manifest committed, plain copy not
 ])
@@ -156,7 +136,7 @@ def test_killed_step_then_rerun_equals_uninterrupted(step, fault, source, refere
     if before:
         shutil.copytree(reference[before], lake)
     spec = _write_spec(tmp_path / "spec.yaml", lake, source, tmp_path / "out", [step])
-    killed = _curate("run", str(spec), fault=fault)
+    killed = run_curate("run", str(spec), fault=fault)
     assert killed.returncode == -9, f"the fault did not fire:\n{killed.stdout}\n{killed.stderr[-3000:]}"
     run_job(load_spec(str(spec)), printer=lambda s: None)  # the rerun, in this process
     assert_same_lake(Lake(str(lake)), Lake(str(reference[step])))
@@ -168,28 +148,31 @@ def test_killed_step_then_rerun_equals_uninterrupted(step, fault, source, refere
 
 
 def test_concurrent_ingests_and_profiles_keep_every_row_once(source, tmp_path):
-    # two sources sharing some images, committed by two processes held at their commit
+    # two processes, each `ingest` of a source (the two share some images) then `profile`, held
+    # 2 s before every commit: both race to create `pool`, then to create and fill `profiles`
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     files = sorted(source.glob("img_*.jpg"))
     for i, f in enumerate(files):
         for d in ([a] if i < 4 else [b] if i >= 7 else [a, b]):
             (d / f.name).write_bytes(f.read_bytes())
-    lake = str(tmp_path / "lake")
-    delay = "before_commit:*=delay:2"
-    procs = [_start("ingest", lake, str(d), "--source", d.name, fault=delay) for d in (a, b)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    lake = tmp_path / "lake"
+    specs = []
+    for d in (a, b):
+        spec = tmp_path / f"{d.name}.yaml"
+        spec.write_text(f"lake: {lake}\nprofile: {{batch_size: 4}}\nsteps:\n"
+                        f"  - {{step: ingest, source: {d}, name: {d.name}}}\n  - {{step: profile}}\n")
+        specs.append(spec)
+    procs = [start_curate("run", str(spec), fault="before_commit:*=delay:2") for spec in specs]
+    outs = [communicate(p, what=f"concurrent curate run {spec.name}") for p, spec in zip(procs, specs)]
     assert [p.returncode for p in procs] == [0, 0], outs
-    pool = Lake(lake).read("pool")
+    pool = Lake(str(lake)).read("pool")
     ids = pool["id"].to_pylist()
     assert len(ids) == len(set(ids)) == len(files)
     shared = {r["id"]: sorted(r["sources"]) for r in pool.to_pylist()}
     assert sorted(shared.values()).count(["a", "b"]) == 3
-
-    procs = [_start("profile", lake, fault=delay) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    prof = Lake(lake).read("profiles")["id"].to_pylist()
+    # each process profiles after its own ingest committed: the later one sees every pool row
+    prof = Lake(str(lake)).read("profiles")["id"].to_pylist()
     assert sorted(prof) == sorted(ids)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io as pyio
 import logging
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from curation.feed import PlanBatchSampler, StageBatches, StageImages, collate_batch, decode_cover, rank_schedule
+import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 B64, TALL = (64, 64), (96, 64)
@@ -205,5 +205,5 @@ def test_imports_no_ray(export):
             f"batches = list(curation.feed.StageBatches({str(export)!r}))\n"
             "assert len(batches) == 5, batches\n"
             "assert 'ray' not in sys.modules, 'curation.feed imported ray'\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = procs.run([sys.executable, "-c", code], what="the feed in a fresh process", cwd=ROOT)
     assert done.returncode == 0, done.stderr

@@ -34,6 +34,7 @@ from curation.steps.review.config import LabelStudioConfig
 from curation.steps.review.labelstudio import (
     MODEL_VERSION, export_tasks, image_reference, labeling_config, materialise_images, parse_export,
 )
+from procs import WAIT_TIMEOUT_S, run
 
 
 def _command() -> list[str] | None:
@@ -60,7 +61,7 @@ requests = pytest.importorskip("requests")
 SCORES = ["clip_alignment"]
 TOKEN = "curate-test-token-0123456789"
 USER = "reviewer@example.com"
-STARTUP_S = 300
+STARTUP_S = WAIT_TIMEOUT_S  # a Django server's first start (migrations) on a busy machine
 
 
 def _png(rgb: tuple[int, int, int]) -> bytes:
@@ -145,8 +146,9 @@ def test_predictions_pass_label_studios_validator():
     script = ("import json, sys\nfrom label_studio_sdk.label_interface import LabelInterface\n"
               "d = json.load(sys.stdin)\nli = LabelInterface(d['config'])\n"
               "print(json.dumps([li.validate_prediction(p, return_errors=True) for p in d['predictions']]))\n")
-    out = subprocess.run([python, "-c", script], input=json.dumps({"config": config, "predictions": [
-        *predictions, renamed]}), capture_output=True, text=True, timeout=120, check=True)
+    out = run([python, "-c", script], what="Label Studio's LabelInterface on our predictions",
+              input=json.dumps({"config": config, "predictions": [*predictions, renamed]}))
+    assert out.returncode == 0, out.stderr
     *ours, theirs = json.loads(out.stdout.strip().splitlines()[-1])
     assert ours == [[]] * len(predictions)
     assert theirs and "caption" in theirs[0]

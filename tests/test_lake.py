@@ -202,6 +202,49 @@ def _racing(n: int, work) -> None:
     assert not errors, errors
 
 
+def test_a_table_created_while_it_is_listed_is_not_an_error(tmp_path):
+    # pyarrow's allow_not_found listing checks existence after a failed opendir: a table whose
+    # `_delta_log` another writer creates in between raised FileNotFoundError (CI's failure of
+    # the racing-writers test below). Hit the window many times with real directories.
+    lake = Lake(str(tmp_path))
+    for i in range(200):
+        log = tmp_path / f"t{i}" / "_delta_log"
+
+        def create(log=log):
+            log.mkdir(parents=True)
+            (log / f"{0:020d}.json").write_text("{}")
+
+        th = threading.Thread(target=create)
+        th.start()
+        while not lake.versions(f"t{i}"):  # [] until the commit file is there, never an error
+            pass
+        th.join()
+        assert lake.versions(f"t{i}") == [0]
+
+
+def test_listing_retries_only_the_directory_that_appeared(monkeypatch):
+    import pyarrow.fs as pafs
+
+    from curation.storage import io
+
+    class Racy:
+        """A filesystem whose first listings fail as pyarrow's does when the directory appears."""
+
+        def __init__(self, failures):
+            self.failures, self.calls = failures, 0
+
+        def get_file_info(self, selector):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise FileNotFoundError(f"Cannot list directory '{selector.base_dir}'")
+            return [pafs.FileInfo(selector.base_dir + "/x", pafs.FileType.File)]
+
+    fs = Racy(1)
+    assert [i.path for i in io.list_dir(fs, "/t")] == ["/t/x"] and fs.calls == 2
+    with pytest.raises(FileNotFoundError, match="Cannot list directory"):
+        io.list_dir(Racy(10), "/t")  # a directory that keeps vanishing is still an error
+
+
 @pytest.mark.parametrize("how", ["keyed append", "merge"])
 def test_writers_racing_to_create_a_table_keep_every_row_once(tmp_path, how):
     # delta-rs lets a create that lost the race land as the next version: both writers'

@@ -7,10 +7,7 @@ that must not start Ray); everything else runs in process on the shared Ray sess
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +17,8 @@ from curation.config.spec import load_spec
 from curation.steps.nightly.night import nightly
 from curation.storage import schemas
 from curation.storage.lake import Lake
+from procs import run_curate, run_python
 
-REPO = Path(__file__).resolve().parents[1]
 SPEC = """lake: {lake}
 profile: {{operators: [metadata, phash], batch_size: 4}}
 steps:
@@ -42,16 +39,6 @@ SCORE = """score:
   batch_size: 8
 dedup: {encoder: clip, k: 4, tau: 0.99, levels: [1.0], keep_by: [], mode: incremental}
 """
-
-
-def _curate(*args: str, fault: str | None = None):
-    env = dict(os.environ, CURATE_PROGRESS="0", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
-               PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
-    if fault:
-        env["CURATE_FAULT"] = fault
-    cmd = [sys.executable, "-m", "curation.cli.main", *args, "--num-cpus", "2"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +81,21 @@ def test_finished_run_is_a_noop(night, reference):
     assert run["state"] == "finished" and run["attempts"] == 1 and [s["step"] for s in steps] == ["ingest", "profile"]
     assert set(json.loads(run["versions_json"])) >= {"pool", "profiles"}
     versions = {t: Lake(str(reference)).version(t) for t in Lake(str(reference)).tables()}
-    t0 = time.perf_counter()
-    again = _curate("nightly", str(reference), "--spec", str(spec), "--run-id", "2026-12-01")
-    assert again.returncode == 0 and "already finished" in again.stdout
+    # in a fresh process, as cron would run it: nothing runs and Ray is never started
+    code = ("import sys\nfrom curation.cli.main import main\n"
+            f"rc = main(['nightly', {str(reference)!r}, '--spec', {str(spec)!r}, '--run-id', '2026-12-01'])\n"
+            "ray = sys.modules.get('ray')\nprint('RESULT', rc, bool(ray and ray.is_initialized()))")
+    again = run_python(code, what="the no-op rerun of a finished night")
+    assert again.stdout.strip().splitlines()[-1] == "RESULT 0 False", again.stdout + again.stderr
+    assert "already finished" in again.stdout
     assert {t: Lake(str(reference)).version(t) for t in Lake(str(reference)).tables()} == versions
-    assert time.perf_counter() - t0 < 60  # no step ran, no Ray started
 
 
 @pytest.mark.parametrize("fault", ["after_commit:pool=kill", "before_commit:profiles=kill", "after_commit:profiles=kill"])
 def test_killed_run_resumes_to_the_uninterrupted_state(night, reference, fault):
     root, spec = night
     lake = root / f"lake-{fault.split('=')[0].replace(':', '-')}"
-    killed = _curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01", fault=fault)
+    killed = run_curate("nightly", str(lake), "--spec", str(spec), "--run-id", "2026-12-01", fault=fault)
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-1500:])
     run = Lake(str(lake)).read(schemas.RUNS).to_pylist()[0]
     assert run["state"] == "running"  # killed: never marked finished
@@ -136,19 +126,39 @@ def test_failed_step_is_recorded_and_the_rerun_resumes(night, ray_session, tmp_p
     assert _night(spec, lake, "n1", out).exit_code == 0 and sum("done in an earlier attempt" in x for x in out) == 2
 
 
-def test_one_run_per_lake(night, tmp_path, capsys):
+def test_one_run_per_lake(night, tmp_path, capsys, monkeypatch):
     from curation.cli.main import main
     from curation.steps.nightly.lock import LockHeld, NightLock
+
+    from curation.steps.nightly import lock as lock_module
+
+    class Clock:
+        """The lock's clock: `sleep` moves it on at once, so the wait is counted, not timed."""
+
+        def __init__(self):
+            self.now, self.slept = 0.0, []
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def monotonic(self):
+            return self.now
+
+        def sleep(self, seconds):
+            self.slept.append(seconds)
+            self.now += seconds
 
     with NightLock(str(tmp_path), "a"):
         with pytest.raises(LockHeld, match="run a"):
             with NightLock(str(tmp_path), "b"):
                 pass
-        t0 = time.perf_counter()
+        clock = Clock()
+        monkeypatch.setattr(lock_module, "time", clock)
         with pytest.raises(LockHeld):
             with NightLock(str(tmp_path), "b", wait_s=0.3, poll_s=0.1):
                 pass
-        assert time.perf_counter() - t0 >= 0.3
+        monkeypatch.undo()
+        assert clock.slept == pytest.approx([0.1, 0.1, 0.1])  # polled until wait_s ran out, then gave up
     with NightLock(str(tmp_path), "c"):  # released: free again
         pass
     # a stale lock (its process is gone) is taken over, and the takeover is reported

@@ -5,6 +5,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from procs import PROCESS_TIMEOUT_S
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -12,7 +14,9 @@ def _execute(name: str, env: dict, monkeypatch, tmp_path) -> nbformat.NotebookNo
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    # per-cell and kernel start-up limits: a notebook cell may start its own Ray on a busy machine
+    NotebookClient(nb, timeout=PROCESS_TIMEOUT_S, startup_timeout=PROCESS_TIMEOUT_S, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     return nb
 
 

@@ -4,7 +4,6 @@ the Python API; overrides through `typed.override`; kg weights with `use_embeddi
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from curation.config.spec import STEP_OPTIONS, JobSpec, StepSpec, load_spec, pac
 from curation.config.typed import ConfigError, from_dict, override
 from curation.steps import registry
 from curation.steps.summary import StepSummary
+from procs import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLS: list = []
@@ -74,10 +74,15 @@ def test_register_refuses_duplicates_and_bad_targets(monkeypatch):
 def test_cli_start_imports_neither_torch_nor_ray():
     code = ("import sys\nfrom curation.cli.main import build_parser\nbuild_parser()\n"
             "import curation.steps.registry, curation\n"
-            "print(sorted(m for m in ('torch', 'ray', 'open_clip', 'curation.steps.profiling.score') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            "print(sorted(m for m in ('torch', 'ray', 'open_clip', 'curation.steps.profiling.score') if m in sys.modules))\n"
+            # reading a spec (encoders and heads included) costs no torch import either: every
+            # `curate` process and Ray worker that reads one would pay seconds for it
+            "from curation.config.spec import load_spec, packaged_spec_path\n"
+            "assert load_spec(packaged_spec_path('demo.yaml')).score.heads\n"
+            "print(sorted(m for m in ('torch', 'ray', 'open_clip') if m in sys.modules))")
+    out = run([sys.executable, "-c", code], what="the CLI's start in a fresh process", cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split() == ["[]", "[]"]
 
 
 def test_a_new_step_is_one_function_and_one_registration(echo, tmp_path, capsys):

@@ -26,7 +26,9 @@ of its own below gets a generic one: `curate <step> LAKE [--spec SPEC] [--set KE
 Configuration problems (YAML syntax, duplicate keys, unknown keys, values out of range, unknown
 steps / operators / stages, missing inputs or model files, a lake path that cannot be used) are
 found before Ray starts and before anything is written; they print one line naming the file,
-line or key and exit with status 2 (-v also prints the traceback).
+line or key and exit with status 2 (-v also prints the traceback). An embedded Ray that does not
+start (Ray's fixed 30 s wait for its node ran out `runtime.start_attempts` times on a busy
+machine; each half-started instance is stopped first) prints one line and exits 1.
 
 Adding a subcommand: write `_add_<name>(sub)` that adds its parser and sets `handler=` (a
 function of the parsed args returning the exit status), and append it to COMMANDS. Step
@@ -39,13 +41,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import time
 from typing import Any, Callable
 
 from curation.cli.lake import LAKE_COMMANDS
 from curation.config.typed import ConfigError
+from curation.runtime import RayStartError
 
 log = logging.getLogger("curate")
 
@@ -146,110 +147,10 @@ def _add_demo(sub) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from curation.config.spec import load_spec, packaged_spec_path
-    from curation.config.typed import override
-    from curation.demo import make_demo_corpus
-    from curation.demo.edits import write_pair_inputs
-    from curation.demo.failures import write_failure_prompts
-    from curation.demo.wiki import write_demo_wiki
-    from curation.steps.run import run_job
-    from curation.storage.location import check_output_dir
+    from curation.demo.run import Demo
 
-    workdir = os.path.abspath(args.workdir)
-    check_output_dir(workdir, "--workdir")
-    os.environ["CURATE_DEMO_DIR"] = workdir
-    spec = load_spec(packaged_spec_path("demo.yaml"))
-    spec = override(spec, _runtime_overrides(args))  # checked before the corpus is written
-    corpus_dir = os.path.join(workdir, "corpus")
-    if os.path.isdir(corpus_dir):
-        print(f"demo corpus exists: {corpus_dir} (reusing it)")
-    else:
-        t0 = time.perf_counter()
-        info = make_demo_corpus(corpus_dir, n_images=args.images, seed=0)
-        print(f"demo corpus: {len(info.files)} files in {corpus_dir} ({time.perf_counter() - t0:.1f}s), "
-              f"planted: " + ", ".join(f"{k}={len(v)}" for k, v in info.planted.items()))
-    write_demo_wiki(os.path.join(workdir, "wiki"))
-    write_pair_inputs(workdir)
-    write_failure_prompts(os.path.join(workdir, "failures.jsonl"))
-    summaries = run_job(spec)
-    print(f"\nlake: {spec.lake}")
-    for s in summaries:
-        if s.step == "ocr" and "images_with_text" in s.notes:
-            print(f"ocr: {s.notes['images_with_text']} images with text, scripts {s.notes['scripts']}, "
-                  f"{s.notes['throughput']}")
-        if s.step.startswith("pairs-"):
-            made = ", ".join(f"{kind} {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})"
-                             for kind, by in s.notes["pairs"].items())
-            print(f"{s.step}: {made or 'no pairs'}" + (f"; rejected {s.notes['rejected']}" if s.notes.get("rejected")
-                                                       else ""))
-        if s.step == "hardcases":
-            print(f"hardcases: {s.notes['queries']} queries {s.notes['actions']}: {s.notes['removals']} removals, "
-                  f"{s.notes['boosted_nodes']} nodes boosted, {s.notes['trending_added']} trending added, "
-                  f"{s.notes['review_requests']} review requests; concepts absent {s.notes['concepts_absent']}, "
-                  f"empty {s.notes['concepts_empty']}")
-        if s.step == "review-propose":
-            print(f"review: {s.notes['proposed']} proposed {s.notes.get('by_reason', {})}, AI verifier "
-                  f"{s.notes.get('verifier')}: {s.notes.get('ai_pass')} pass")
-        if s.step == "export":
-            print(f"stage {s.notes['stage']}: {s.rows_out} items in {s.notes['manifest']}\n"
-                  f"  {s.notes.get('balance', s.notes.get('sample'))}\n  {s.notes.get('batches', '')}")
-    _demo_review_round(spec, workdir)
-    _demo_night(spec, workdir)
-    print(f"inspect: curate status {spec.lake}")
+    Demo(args.workdir, images=args.images, overrides=_runtime_overrides(args)).run()
     return 0
-
-
-def _demo_review_round(spec, workdir: str) -> None:
-    """The reviewer's side of the demo: a simulated annotator answers the exported tasks, the
-    answers are imported and applied, and the lowres stage is exported again to show the effect."""
-    import pyarrow.compute as pc
-
-    from curation.demo.annotator import simulate_annotations
-    from curation.steps.run import run_step
-    from curation.storage import schemas
-    from curation.storage.lake import Lake
-
-    lake = Lake(spec.lake)
-    before = lake.read(schemas.manifest_table("lowres"), columns=["id", "caption"])
-    tasks = os.path.join(workdir, "review", "tasks.json")
-    answers = os.path.join(workdir, "review", "labelstudio-export.json")
-    verdicts = simulate_annotations(tasks, answers)
-    imported = run_step(lake, "review-import", spec, source=answers)
-    applied = run_step(lake, "review-apply", spec)
-    run_step(lake, "export", spec, stage="lowres", out=os.path.join(workdir, "export", "lowres"))
-    after = lake.read(schemas.manifest_table("lowres"), columns=["id", "label_source"])
-    relabelled = pc.sum(pc.is_valid(after["label_source"])).as_py() if "label_source" in after.column_names else 0
-    print(f"review: simulated reviewer answered {sum(verdicts.values())} tasks {verdicts}; imported "
-          f"{imported.notes['by_verdict']}; applied: {applied.notes['labels_written']} labels, "
-          f"{applied.notes['removals_written']} removals\n"
-          f"  lowres after review: {before.num_rows} -> {after.num_rows} items, {relabelled} with human-approved captions")
-
-
-def _demo_night(spec, workdir: str) -> None:
-    """The demo's second night: a small batch arrives (new images, byte copies of old ones,
-    larger re-encodes of kept ones) and `curate nightly` folds it in; then what changed."""
-    from curation.demo.night import night_spec, write_second_batch
-    from curation.steps.nightly.night import nightly
-    from curation.storage import schemas
-    from curation.storage.lake import Lake
-
-    lake = Lake(spec.lake)
-    incoming = os.path.join(workdir, "incoming", "night-2")
-    planted = None if os.path.isdir(incoming) else write_second_batch(lake, incoming)
-    before = {"pool": lake.read(schemas.POOL, columns=["id"]).num_rows,
-              "lowres": lake.read(schemas.manifest_table("lowres"), columns=["id"]).num_rows}
-    if planted:
-        print(f"\nnight 2: {len(planted['new'])} new images, {len(planted['copies'])} byte copies and "
-              f"{len(planted['larger'])} larger re-encodes of kept items in {incoming}")
-    night = nightly(night_spec(spec, incoming, "demo-night-2"), printer=print, lake=lake)
-    if night.exit_code != 0:
-        raise RuntimeError(f"the demo's nightly run failed: {night.run.get('error')}")
-    steps = {s["step"]: s for s in json.loads(night.run["steps_json"])}
-    flipped = (steps.get("dedup") or {}).get("changes", {}).get("kept_to_duplicate", [])
-    print(f"night 2 changed: pool {before['pool']} -> {lake.read(schemas.POOL, columns=['id']).num_rows} items, "
-          f"lowres {before['lowres']} -> {lake.read(schemas.manifest_table('lowres'), columns=['id']).num_rows} "
-          f"items, {len(flipped)} kept items now duplicates of a larger copy"
-          + (f" (planted {len(planted['replaced'])})" if planted else ""))
 
 
 def _add_ingest(sub) -> None:
@@ -597,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
                                   getattr(args, "review_command", None))))
     try:
         return args.handler(args)
+    except RayStartError as exc:  # the machine, not the input: one line, exit 1 (a rerun may work)
+        print(f"curate {name}: error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - user errors become one line; the rest propagate
         if not _is_user_error(exc):
             raise

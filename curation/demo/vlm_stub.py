@@ -10,7 +10,7 @@ checked to decode. Markers in the request text make it misbehave, to test error 
     [[429]]         429 with Retry-After: 0 on the first request of that item, then an answer
     [[500]]         an HTML 500 page, always
     [[400]]         a JSON 400 error body
-    [[timeout]]     sleeps `hang_s` before answering
+    [[timeout]]     no answer until the stub closes (a client's timeout always runs out first)
     [[reject]]      a judge request (review verifier) answered with verdict 'fail'
 
 `latency_s` delays every answer (the benchmark's simulated model time); `GET /stats` returns the
@@ -38,8 +38,9 @@ _QUOTED = re.compile(r'^- (".*")$', re.M)
 class VlmStub:
     """with VlmStub(latency_s=0.05) as stub: stub.url -> 'http://127.0.0.1:<port>/v1/chat/completions'."""
 
-    def __init__(self, latency_s: float = 0.0, hang_s: float = 5.0) -> None:
-        self.latency_s, self.hang_s = latency_s, hang_s
+    def __init__(self, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s
+        self._closing = threading.Event()
         self.requests = 0
         self.first = self.last = None  # time.time() of the first and the latest request
         self._seen: set[str] = set()
@@ -89,6 +90,7 @@ class VlmStub:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()  # lets [[timeout]] requests end
         self._server.shutdown()
         self._server.server_close()
 
@@ -109,7 +111,7 @@ class VlmStub:
         time.sleep(self.latency_s)
         key = str(hash(text))
         if "[[timeout]]" in text:
-            time.sleep(self.hang_s)
+            self._closing.wait()
         if "[[500]]" in text:
             return 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", {}
         if "[[400]]" in text:

@@ -38,6 +38,25 @@ def _fs_for(scheme_and_authority: str) -> pafs.FileSystem:
     return fs
 
 
+def list_dir(fs: pafs.FileSystem, path: str, *, recursive: bool = False) -> list[pafs.FileInfo]:
+    """The entries under `path` (none when it does not exist), safe against a directory that
+    another process creates while it is being listed.
+
+    pyarrow's `FileSelector(allow_not_found=True)` is not: on the local filesystem it lists,
+    and when that fails checks whether the directory exists; a directory created between the
+    two (another writer creating a table) makes it raise FileNotFoundError "Cannot list
+    directory". The failed listing saw no directory, so the listing is simply taken again; a
+    path that keeps appearing and vanishing still raises after a few tries.
+    """
+    selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+    for _ in range(3):
+        try:
+            return fs.get_file_info(selector)
+        except FileNotFoundError:
+            continue  # the directory appeared mid-listing: list it again
+    return fs.get_file_info(selector)
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a uri; filesystems are cached per scheme and bucket/host.
 

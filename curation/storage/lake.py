@@ -49,7 +49,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from curation.storage import delta, maintenance
+from curation.storage import delta, io, maintenance
 from curation.storage.errors import LakeConflict, LakeError
 from curation.storage.faults import fault_point
 
@@ -152,8 +152,7 @@ class Lake:
         tables, legacy = [], []
 
         def children(path: str) -> list[pafs.FileInfo]:
-            sel = pafs.FileSelector(path, allow_not_found=True)
-            return [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory]
+            return [i for i in io.list_dir(self.fs, path) if i.type == pafs.FileType.Directory]
 
         for top in children(self.root):
             name = posixpath.basename(top.path)
@@ -186,9 +185,9 @@ class Lake:
 
     def versions(self, table: str) -> list[int]:
         """Committed versions whose log entry is still present (Delta numbers from 0)."""
-        sel = pafs.FileSelector(posixpath.join(self.table_dir(table), LOG_DIR), allow_not_found=True)
         out = []
-        for info in self.fs.get_file_info(sel):
+        # a writer may be creating the table right now: see io.list_dir
+        for info in io.list_dir(self.fs, posixpath.join(self.table_dir(table), LOG_DIR)):
             m = _LOG_FILE.match(posixpath.basename(info.path))
             if m:  # anything else in the log directory (a stray file) is not a commit
                 out.append(int(m.group(1)))

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from curation.storage import io
 from curation.storage.errors import LakeError
 from curation.storage.shards import SHARDS_DIR
 
@@ -78,12 +79,11 @@ def orphan_shards(lake: "Lake", retention_hours: float) -> list[str]:
     commit, and their `.tmp-*` leftovers. Pool rows are never deleted once they point at a
     shard (only error rows are superseded) and `uris` only grow, so the latest pool version
     references every shard any version does. Younger files may belong to a running ingest."""
-    from curation.storage import io
     from curation.storage.shards import shard_root
 
     base = posixpath.join(lake.root, SHARDS_DIR)
     written = {posixpath.relpath(i.path, base): (i.mtime.timestamp() if i.mtime is not None else 0.0)
-               for i in lake.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+               for i in io.list_dir(lake.fs, base, recursive=True)
                if i.type == pafs.FileType.File}
     if not written:
         return []

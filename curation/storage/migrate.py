@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from curation.storage import io
 from curation.storage.lake import LEGACY_COMMITS, Lake, LakeError
 from curation.storage.schemas import CAPTION_FIELDS_TYPE, embeddings_schema
 
@@ -40,7 +41,7 @@ def migrate(root: str) -> dict[str, Any]:
 def _migrate_table(lake: Lake, table: str) -> dict[str, Any]:
     base = lake.table_dir(table)
     commits = posixpath.join(base, LEGACY_COMMITS)
-    records = sorted(i.path for i in lake.fs.get_file_info(pafs.FileSelector(commits, allow_not_found=True))
+    records = sorted(i.path for i in io.list_dir(lake.fs, commits)
                      if posixpath.basename(i.path).startswith("v") and i.path.endswith(".json"))
     if not records:
         raise LakeError(f"{table}: no commit record in {commits}")

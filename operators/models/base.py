@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from operators.models.errors import WeightsError
 
-class WeightsError(FileNotFoundError):
-    """Weights are missing or do not match the expected layout; the message says what to set."""
+__all__ = ["Encoder", "ImageEmbeddings", "WeightsError", "l2_normalize"]
 
 
 @dataclass(frozen=True)

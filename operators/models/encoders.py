@@ -12,6 +12,9 @@ Two backends implement the `Encoder` contract of `operators.models.base`:
 `check_encoder_weights(cfg)` is the cheap pre-flight (file-system and cache look-ups only, no
 model build) that the pipeline runs before starting any actor; `load_encoder(cfg)` builds the
 model on CPU in fp32 and the scoring actor then calls `.to(device, encoder_dtype(cfg, device))`.
+
+Importing this module does not import torch: job specs hold `EncoderConfig`s, and every `curate`
+process and Ray worker that reads a spec would otherwise pay torch's import (seconds).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 
+from operators.models.errors import WeightsError
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from operators.models.base import Encoder, WeightsError
+    from operators.models.base import Encoder
 
 Backend = Literal["open_clip", "chinese_clip"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -100,6 +105,8 @@ class EncoderConfig:
 def encoder_dtype(cfg: EncoderConfig, device: torch.device | str) -> torch.dtype:
     """The model dtype for `device`: precision "auto" is fp16 on CUDA and fp32 elsewhere
     (fp16 matmuls on CPU are slow and some kernels are missing)."""
+    import torch
+
     dev = torch.device(device)
     if cfg.precision == "auto":
         return torch.float16 if dev.type == "cuda" else torch.float32

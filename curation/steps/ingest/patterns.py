@@ -176,7 +176,7 @@ def _glob(pattern: str) -> list[str]:
         if info.type != pafs.FileType.Directory:
             return []
         recursive = len(pat_parts) > 1 or "**" in pat_parts
-        listing = fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
+        listing = io.list_dir(fs, base, recursive=recursive)
     except OSError as exc:
         raise PatternError(f"cannot list {base} for source pattern {pattern}: {exc}") from None
     prefix = base.rstrip("/") + "/" if base not in (".",) else ""

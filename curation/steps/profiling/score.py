@@ -38,7 +38,7 @@ from operators.decode import DEFAULT_MAX_PIXELS, DecodePlan
 from operators.models.encoders import (
     EncoderConfig, check_encoder_weights, encoder_class, encoder_dtype, encoder_identity, image_geometry, load_encoder,
 )
-from operators.models.heads import HeadConfig, check_head_weights, head_identity, load_head
+from operators.models.head_config import HeadConfig
 
 log = logging.getLogger(__name__)
 POOL_COLUMNS = ["id", "uri", "byte_offset", "byte_size", "error", "caption", "caption_fields"]
@@ -98,6 +98,8 @@ def alignment_column(caption_field: str) -> str:
 def preflight(cfg: ScoreConfig) -> tuple[list[HeadConfig], dict[str, str]]:
     """Check every weight file before any work starts. Returns (heads to run, skipped head ->
     reason). A missing required file raises WeightsError naming what to set."""
+    from operators.models.heads import check_head_weights  # torch: only for a job that scores
+
     cfg.validate()
     for enc in cfg.encoders:
         check_encoder_weights(enc)
@@ -161,6 +163,8 @@ class Scorer:
 
     def __init__(self, cfg: ScoreConfig, heads: list[HeadConfig] | None = None):
         import torch
+
+        from operators.models.heads import load_head
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":
@@ -227,6 +231,8 @@ def _strings(values: np.ndarray) -> list[str | None]:
 
 def producer_of(cfg: ScoreConfig, heads: list[HeadConfig]) -> str:
     """Provenance without loading models: encoder and head identities (weight-file hashes)."""
+    from operators.models.heads import head_identity
+
     parts = [encoder_identity(e) for e in cfg.encoders]
     parts += [f"{head_identity(h)}:{h.kind}<-{h.encoder}" for h in heads]
     if cfg.alignment_encoder:
