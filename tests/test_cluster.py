@@ -51,12 +51,8 @@ def _answers(url: str) -> bool:
 
 
 def _stop(head: subprocess.Popen) -> None:
-    """Stop the head's process group (`ray start` and every Ray process it started): SIGTERM,
-    a few seconds to exit, then SIGKILL to whatever is left (everything in it is disposable)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=15)
+    """SIGKILL to the head's process group: `ray start` and every Ray process it started, all
+    disposable (its temp dir goes too); a SIGTERM lets the raylet take its time to drain."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGKILL)
     head.wait()
