@@ -47,12 +47,16 @@ class RayStartError(RuntimeError):
 # (ray/_private/node.py); on a loaded machine that wait runs out while nothing is wrong.
 _STARTUP_TIMEOUT = "timed out during startup"
 
-# Waits of Ray's C++ side that a busy machine outruns although nothing is wrong: the raylet shuts
-# itself down when its agents have not registered within 30 s, and kills a new worker process
-# that has not registered within 60 s. Set (unless already set) for an embedded instance, whose
-# processes inherit this environment; a cluster keeps its own settings (`ray start` reads the
-# same variables).
-BUSY_MACHINE_ENV = {"RAY_agent_register_timeout_ms": "300000", "RAY_worker_register_timeout_seconds": "300"}
+# Settings of Ray's C++ side for a machine that other work keeps busy, set (unless already set)
+# for an embedded instance, whose processes inherit this environment; a cluster keeps its own
+# (`ray start` reads the same variables):
+# - the raylet shuts itself down when its agents have not registered within 30 s, and kills a
+#   new worker process that has not registered within 60 s: 300 s each;
+# - Ray runs its workers at niceness 15, so that they never slow the raylet down; beside any
+#   process at the default niceness they then get ~3% of a core each (two busy processes made
+#   the test suite crawl at 2% of its speed): the workers run at the driver's niceness instead.
+BUSY_MACHINE_ENV = {"RAY_agent_register_timeout_ms": "300000", "RAY_worker_register_timeout_seconds": "300",
+                    "RAY_worker_niceness": "0"}
 
 
 def init_ray(cfg: RuntimeConfig | None = None) -> dict:
